@@ -1,0 +1,251 @@
+#pragma once
+
+// The shared state behind CancellationSource / CancellationToken /
+// CancellationCallback. docs/cancellation.md walks through the protocol with
+// a diagram; this comment is the reference.
+//
+// Layout
+//   One heap block per state: a CancelState, followed, for a linked state, by
+//   its Link registrations (one per parent), so a state is one allocation.
+//
+// The word (`word_`, 64 bits) holds everything the hot paths touch:
+//   bits  0..2   reason: 0 while not cancelled, else a CancelReason value
+//   bit   3      kLocked: the callback list lock
+//   bit   4      kLockWaiters: a thread sleeps in word_.wait() for the lock
+//   bits  5..31  live CancellationSources (kSource units)
+//   bits 32..63  references: sources + tokens + registered callbacks + links
+//                from children + a running request_cancel (kRef units)
+//
+// Invariants
+//   I1  The reason goes from 0 to non-zero once, by the CAS that also takes
+//       the lock in request_cancel(); it never changes again.
+//   I2  head_, running_, requester_ and done_waiter_ are read and written only
+//       with kLocked held. link_count_ and the links never change after
+//       create_linked() returns.
+//   I3  A node is in the list (prev_next_ != nullptr) iff it was registered
+//       and neither deregistered nor taken by request_cancel(). The list is
+//       only ever non-empty while the reason is 0 or request_cancel() is
+//       draining it.
+//   I4  running_ is the node whose callback request_cancel() is invoking, or
+//       null. A node taken from the list is never put back, so once running_
+//       moves off a node it never returns to it.
+//   I5  Whoever waits for the lock, or for a running callback, holds a
+//       reference, so the state outlives every waiter and every notify.
+//   I6  The state is destroyed by whoever drops the last reference.
+//
+// Ordering
+//   * request_cancel()'s CAS is a release; cancelled() and try_register()
+//     load with acquire. So everything sequenced before request_cancel()
+//     happens-before every callback it runs (they run on its thread, after
+//     the CAS) and every cancelled() that returns true.
+//   * The lock is an acquire CAS and a release CAS (lock() / unlock()).
+//   * A deregistration that waits for a running callback loads done_epoch_
+//     with acquire; request_cancel() bumps it with release after the
+//     callback returned: the callback happens-before the destructor returns.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+namespace quell {
+class CancellationToken;
+}
+
+namespace quell::detail {
+
+// An intrusive registration: lives inside a CancellationCallback (or a Link),
+// so registering allocates nothing.
+class CallbackNode {
+ public:
+  using InvokeFn = void (*)(CallbackNode*) noexcept;
+  explicit CallbackNode(InvokeFn invoke) noexcept : invoke_(invoke) {}
+  CallbackNode(const CallbackNode&) = delete;
+  CallbackNode& operator=(const CallbackNode&) = delete;
+
+ private:
+  friend class CancelState;
+  CallbackNode* next_ = nullptr;        // guarded by the state's lock
+  CallbackNode** prev_next_ = nullptr;  // guarded by the state's lock; null when not listed
+  InvokeFn invoke_;
+};
+
+enum class Registration { registered, cancelled, never };
+
+class CancelState {
+ public:
+  static constexpr std::uint64_t kReasonMask = 0x7;
+  static constexpr std::uint64_t kLocked = 1u << 3;
+  static constexpr std::uint64_t kLockWaiters = 1u << 4;
+  static constexpr std::uint64_t kSource = 1u << 5;
+  static constexpr std::uint64_t kSourceMask = 0xFFFF'FFFFu & ~(kSource - 1);
+  static constexpr std::uint64_t kRef = std::uint64_t{1} << 32;
+
+  // A fresh state with one source (the caller's): refs = 1, sources = 1.
+  static CancelState* create();
+  // A state cancelled when any parent is. Parents that can never cancel are
+  // skipped; one that already is cancelled makes a plain state cancelled with
+  // its reason. Returns a state owned by one source, like create().
+  static CancelState* create_linked(const CancellationToken* parents, std::size_t count);
+
+  CancelState(const CancelState&) = delete;
+  CancelState& operator=(const CancelState&) = delete;
+
+  // Acquire: pairs with request_cancel()'s release CAS (see Ordering).
+  std::uint64_t reason() const noexcept { return word_.load(std::memory_order_acquire) & kReasonMask; }
+  bool cancelled() const noexcept { return reason() != 0; }
+  bool can_cancel() const noexcept;
+
+  // Relaxed: a new reference is made from an existing one, which keeps the
+  // state alive; it publishes nothing.
+  void add_token_ref() noexcept { word_.fetch_add(kRef, std::memory_order_relaxed); }
+  void add_source_ref() noexcept { word_.fetch_add(kRef + kSource, std::memory_order_relaxed); }
+  void release_token_ref() noexcept { release(kRef); }
+  void release_source_ref() noexcept { release(kRef + kSource); }
+
+  // Sets the reason (non-zero) and runs every registered callback inline.
+  // True only for the call that set the reason. The caller holds a reference.
+  bool request_cancel(std::uint64_t reason) noexcept {
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((word & kReasonMask) != 0) return false;
+      if ((word & kLocked) != 0) {
+        word = wait_unlocked(word);
+        continue;
+      }
+      // Release: publishes what preceded the request to every acquire load
+      // that sees the reason. Acquire: we take the lock.
+      if (word_.compare_exchange_weak(word, word | reason | kLocked, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    if (head_ == nullptr) {
+      unlock(0);
+      return true;
+    }
+    run_callbacks();
+    return true;
+  }
+
+  // Links `node` into the list and takes a reference for it, unless the state
+  // is cancelled (the caller runs the callback inline) or can never be.
+  Registration try_register(CallbackNode* node) noexcept {
+    // Acquire: if we see the reason, the caller's inline callback must see
+    // what preceded the request, as a listed callback would.
+    std::uint64_t word = word_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((word & kReasonMask) != 0) return Registration::cancelled;
+      if ((word & kSourceMask) == 0 && link_count_ == 0) return Registration::never;
+      if ((word & kLocked) != 0) {
+        word = wait_unlocked(word);
+        continue;
+      }
+      // Acquire: takes the lock. The failure order is acquire for the same
+      // reason as the first load.
+      if (word_.compare_exchange_weak(word, (word | kLocked) + kRef, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
+        break;
+      }
+    }
+    node->next_ = head_;
+    if (head_ != nullptr) head_->prev_next_ = &node->next_;
+    node->prev_next_ = &head_;
+    head_ = node;
+    unlock(0);
+    return Registration::registered;
+  }
+
+  // Unlinks `node` and drops its reference. If request_cancel() already took
+  // it and its callback is running on another thread, waits until it returns;
+  // if it runs on this thread (we are inside it), returns at once.
+  void deregister(CallbackNode* node) noexcept {
+    lock();
+    if (node->prev_next_ != nullptr) {
+      *node->prev_next_ = node->next_;
+      if (node->next_ != nullptr) node->next_->prev_next_ = node->prev_next_;
+      if (unlock(kRef)) destroy();
+      return;
+    }
+    if (running_ == node && requester_ != std::this_thread::get_id()) {
+      wait_for_running_callback();  // unlocks
+    } else {
+      unlock(0);
+    }
+    release(kRef);
+  }
+
+  // Takes a reference unless the count already reached zero (the state is
+  // being destroyed). Used by links, which point at a child they do not own.
+  bool try_add_ref() noexcept {
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    do {
+      if (word < kRef) return false;
+      // Relaxed: as add_token_ref(); the destroying thread's acq_rel
+      // decrement to zero is what we must not race with, and the CAS fails
+      // if it happened.
+    } while (!word_.compare_exchange_weak(word, word + kRef, std::memory_order_relaxed));
+    return true;
+  }
+
+ private:
+  struct Link;
+
+  explicit CancelState(std::uint32_t link_count) noexcept : link_count_(link_count) {}
+  ~CancelState() = default;
+
+  Link* links() noexcept;
+  const Link* links() const noexcept;
+
+  // Drops `delta` (references, maybe with a source); the last reference
+  // destroys. Acq_rel: the release orders this owner's uses before the
+  // destruction; the acquire on the last one orders the destruction after
+  // everyone's.
+  void release(std::uint64_t delta) noexcept {
+    if ((word_.fetch_sub(delta, std::memory_order_acq_rel) >> 32) == 1) destroy();
+  }
+
+  void lock() noexcept {
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((word & kLocked) != 0) {
+        word = wait_unlocked(word);
+        continue;
+      }
+      // Acquire: pairs with unlock()'s release; the list is ours.
+      if (word_.compare_exchange_weak(word, word | kLocked, std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+        return;
+      }
+    }
+  }
+
+  // Releases the lock, dropping `delta` as well; true if that dropped the
+  // last reference (the caller destroys).
+  bool unlock(std::uint64_t delta) noexcept {
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    // Release: pairs with the acquire of the next lock() (list writes).
+    // Clearing kLockWaiters and waking every sleeper means none can be left
+    // asleep: each re-sets the bit before it sleeps again.
+    while (!word_.compare_exchange_weak(word, (word & ~(kLocked | kLockWaiters)) - delta,
+                                        std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    if ((word & kLockWaiters) != 0) word_.notify_all();  // waiters hold references (I5)
+    return ((word - delta) >> 32) == 0;
+  }
+
+  std::uint64_t wait_unlocked(std::uint64_t word) noexcept;
+  void run_callbacks() noexcept;
+  void wait_for_running_callback() noexcept;
+  void destroy() noexcept;
+
+  std::atomic<std::uint64_t> word_{kRef + kSource};
+  CallbackNode* head_ = nullptr;                   // guarded by kLocked
+  CallbackNode* running_ = nullptr;                // guarded by kLocked
+  std::thread::id requester_;                      // guarded by kLocked; set when callbacks run
+  std::atomic<std::uint32_t> done_epoch_{0};       // bumped when a waited-for callback returns
+  bool done_waiter_ = false;                       // guarded by kLocked
+  const std::uint32_t link_count_;                 // immutable
+};
+
+}  // namespace quell::detail

@@ -1,0 +1,6 @@
+#pragma once
+
+// Everything quell offers, in one include.
+
+#include "quell/cancellation.hpp"
+#include "quell/error.hpp"

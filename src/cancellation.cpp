@@ -1,0 +1,167 @@
+#include "quell/cancellation.hpp"
+
+#include <new>
+
+#include "quell/detail/config.hpp"
+
+namespace quell::detail {
+
+// A linked state's registration on one parent. It lives in the child's block
+// and points at the child without owning it: when the parent fires, it takes a
+// reference only if the child is still alive (try_add_ref), because the
+// child's destruction deregisters this link and waits for it to return.
+struct CancelState::Link : CallbackNode {
+  Link(CancelState* parent_state, CancelState* child_state) noexcept
+      : CallbackNode(&fire), parent(parent_state), child(child_state) {}
+
+  static void fire(CallbackNode* node) noexcept {
+    auto* link = static_cast<Link*>(node);
+    CancelState* child = link->child;
+    if (!child->try_add_ref()) return;
+    child->request_cancel(link->parent->reason());
+    child->release(kRef);  // may destroy the child, and this link with it
+  }
+
+  CancelState* parent;  // referenced while registered; null if the parent fired at once
+  CancelState* child;
+};
+
+// Links start right after the state, so the state's size must keep them aligned.
+static_assert(sizeof(CancelState) % alignof(CallbackNode) == 0);
+
+CancelState::Link* CancelState::links() noexcept { return reinterpret_cast<Link*>(this + 1); }
+const CancelState::Link* CancelState::links() const noexcept {
+  return reinterpret_cast<const Link*>(this + 1);
+}
+
+CancelState* CancelState::create() {
+  return new (::operator new(sizeof(CancelState))) CancelState(0);
+}
+
+CancelState* CancelState::create_linked(const CancellationToken* tokens, std::size_t count) {
+  const auto parent = [tokens](std::size_t i) { return tokens[i].state_; };
+  const auto viable = [](const CancelState* state) {
+    return state != nullptr && state->can_cancel();
+  };
+  std::uint32_t link_count = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (!viable(parent(i))) continue;
+    if (const std::uint64_t reason = parent(i)->reason(); reason != 0) {
+      CancelState* state = create();
+      state->request_cancel(reason);
+      return state;
+    }
+    ++link_count;
+  }
+  if (link_count == 0) return create();
+
+  void* block = ::operator new(sizeof(CancelState) + link_count * sizeof(Link));
+  auto* state = new (block) CancelState(link_count);
+  // can_cancel() only ever turns from true to false for a state that is not
+  // cancelled, so this second pass finds at most link_count viable parents;
+  // slots it does not fill stay inactive (parent == nullptr).
+  std::uint32_t filled = 0;
+  for (std::size_t i = 0; i < count && filled < link_count; ++i) {
+    if (!viable(parent(i))) continue;
+    Link* link = new (state->links() + filled++) Link(parent(i), state);
+    switch (parent(i)->try_register(link)) {
+      case Registration::registered: break;
+      case Registration::cancelled:  // the parent was cancelled meanwhile
+        link->parent = nullptr;
+        state->request_cancel(parent(i)->reason());
+        break;
+      case Registration::never: link->parent = nullptr; break;
+    }
+  }
+  while (filled < link_count) new (state->links() + filled++) Link(nullptr, state);
+  return state;
+}
+
+bool CancelState::can_cancel() const noexcept {
+  // Relaxed: the answer is a snapshot that publishes nothing.
+  if ((word_.load(std::memory_order_relaxed) & (kReasonMask | kSourceMask)) != 0) return true;
+  for (std::uint32_t i = 0; i < link_count_; ++i) {
+    if (const CancelState* parent = links()[i].parent; parent != nullptr && parent->can_cancel()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::uint64_t CancelState::wait_unlocked(std::uint64_t word) noexcept {
+  // The lock is held for a few list operations, never across user code:
+  // spin briefly, then sleep until unlock() wakes us.
+  constexpr int kSpins = 64;
+  for (int i = 0; i < kSpins && (word & kLocked) != 0; ++i) {
+    cpu_relax();
+    word = word_.load(std::memory_order_relaxed);
+  }
+  while ((word & kLocked) != 0) {
+    if ((word & kLockWaiters) == 0) {
+      // Relaxed: the bit is only a request for a notify_all; the lock CAS
+      // that follows our wake-up provides the ordering.
+      if (!word_.compare_exchange_weak(word, word | kLockWaiters, std::memory_order_relaxed)) {
+        continue;
+      }
+      word |= kLockWaiters;
+    }
+    // No lost wake-up: unlock() clears kLockWaiters (so the value differs
+    // from `word` and wait() returns at once) and then notifies.
+    word_.wait(word, std::memory_order_relaxed);
+    word = word_.load(std::memory_order_relaxed);
+  }
+  // Acquire: callers that see the reason here act on it without locking.
+  return word_.load(std::memory_order_acquire);
+}
+
+void CancelState::run_callbacks() noexcept {
+  // Entered with the lock held and the reason set. A callback may drop the
+  // last outside reference (even destroy the source we were called through),
+  // so we hold one of our own until the list is drained.
+  word_.fetch_add(kRef, std::memory_order_relaxed);  // relaxed: as add_token_ref()
+  requester_ = std::this_thread::get_id();
+  while (CallbackNode* node = head_) {
+    head_ = node->next_;
+    if (head_ != nullptr) head_->prev_next_ = &head_;
+    node->prev_next_ = nullptr;
+    running_ = node;
+    unlock(0);
+    node->invoke_(node);  // the node may be gone from here on: never touch it again
+    lock();
+    running_ = nullptr;
+    if (done_waiter_) {
+      done_waiter_ = false;
+      // Release: pairs with the acquire wait in wait_for_running_callback():
+      // the callback happens-before its destructor returns.
+      done_epoch_.fetch_add(1, std::memory_order_release);
+      done_epoch_.notify_all();  // the waiter holds a reference (I5)
+    }
+  }
+  if (unlock(kRef)) destroy();
+}
+
+void CancelState::wait_for_running_callback() noexcept {
+  // Entered with the lock held and running_ == the caller's node, running on
+  // another thread. While the lock is held, done_epoch_ cannot move: it is
+  // bumped under the lock, after running_ is cleared.
+  done_waiter_ = true;
+  const std::uint32_t epoch = done_epoch_.load(std::memory_order_relaxed);
+  unlock(0);
+  // Acquire: pairs with the release bump in run_callbacks().
+  done_epoch_.wait(epoch, std::memory_order_acquire);
+}
+
+void CancelState::destroy() noexcept {
+  Link* first = links();
+  for (std::uint32_t i = 0; i < link_count_; ++i) {
+    // Waits for this link's callback if it is running on another thread;
+    // that callback's try_add_ref() fails (our count is zero), so it returns
+    // promptly. Drops the reference the link held on its parent.
+    if (first[i].parent != nullptr) first[i].parent->deregister(&first[i]);
+    first[i].~Link();
+  }
+  this->~CancelState();
+  ::operator delete(static_cast<void*>(this));
+}
+
+}  // namespace quell::detail
