@@ -5,6 +5,15 @@
 #include "quell/detail/config.hpp"
 
 namespace quell::detail {
+namespace {
+
+// Identifies the calling thread by the address of a thread-local: unlike
+// std::thread::id, a plain pointer keeps CancelState constant-initialisable.
+thread_local char this_thread_tag;
+
+const void* this_thread() noexcept { return &this_thread_tag; }
+
+}  // namespace
 
 // A linked state's registration on one parent. It lives in the child's block
 // and points at the child without owning it: when the parent fires, it takes a
@@ -32,10 +41,6 @@ static_assert(sizeof(CancelState) % alignof(CallbackNode) == 0);
 CancelState::Link* CancelState::links() noexcept { return reinterpret_cast<Link*>(this + 1); }
 const CancelState::Link* CancelState::links() const noexcept {
   return reinterpret_cast<const Link*>(this + 1);
-}
-
-CancelState* CancelState::create() {
-  return new (::operator new(sizeof(CancelState))) CancelState(0);
 }
 
 CancelState* CancelState::create_linked(const CancellationToken* tokens, std::size_t count) {
@@ -105,8 +110,9 @@ std::uint64_t CancelState::wait_unlocked(std::uint64_t word) noexcept {
       }
       word |= kLockWaiters;
     }
-    // No lost wake-up: unlock() clears kLockWaiters (so the value differs
-    // from `word` and wait() returns at once) and then notifies.
+    // No lost wake-up: unlock() sees kLockWaiters and wake_lock_waiters()
+    // clears it (so the value differs from `word` and wait() returns at
+    // once) before it notifies.
     word_.wait(word, std::memory_order_relaxed);
     word = word_.load(std::memory_order_relaxed);
   }
@@ -114,12 +120,20 @@ std::uint64_t CancelState::wait_unlocked(std::uint64_t word) noexcept {
   return word_.load(std::memory_order_acquire);
 }
 
+void CancelState::wake_lock_waiters() noexcept {
+  // Relaxed: ordering comes from the lock CAS each woken thread retries.
+  // Every sleeper wakes; those that lose the lock again re-set the bit
+  // before sleeping, so none is left asleep without a bit to wake it.
+  word_.fetch_and(~kLockWaiters, std::memory_order_relaxed);
+  word_.notify_all();
+}
+
 void CancelState::run_callbacks() noexcept {
   // Entered with the lock held and the reason set. A callback may drop the
   // last outside reference (even destroy the source we were called through),
   // so we hold one of our own until the list is drained.
   word_.fetch_add(kRef, std::memory_order_relaxed);  // relaxed: as add_token_ref()
-  requester_ = std::this_thread::get_id();
+  requester_ = this_thread();
   while (CallbackNode* node = head_) {
     head_ = node->next_;
     if (head_ != nullptr) head_->prev_next_ = &head_;
@@ -140,18 +154,30 @@ void CancelState::run_callbacks() noexcept {
   if (unlock(kRef)) destroy();
 }
 
-void CancelState::wait_for_running_callback() noexcept {
-  // Entered with the lock held and running_ == the caller's node, running on
-  // another thread. While the lock is held, done_epoch_ cannot move: it is
-  // bumped under the lock, after running_ is cleared.
-  done_waiter_ = true;
-  const std::uint32_t epoch = done_epoch_.load(std::memory_order_relaxed);
-  unlock(0);
-  // Acquire: pairs with the release bump in run_callbacks().
-  done_epoch_.wait(epoch, std::memory_order_acquire);
+void CancelState::deregister_taken(CallbackNode* node) noexcept {
+  // Entered with the lock held, for a node request_cancel() took from the
+  // list: its callback has run, or runs now, here or on another thread.
+  if (running_ == node && requester_ != this_thread()) {
+    // While the lock is held done_epoch_ cannot move: it is bumped under the
+    // lock, after running_ is cleared.
+    done_waiter_ = true;
+    const std::uint32_t epoch = done_epoch_.load(std::memory_order_relaxed);
+    unlock(0);
+    // Acquire: pairs with the release bump in run_callbacks().
+    done_epoch_.wait(epoch, std::memory_order_acquire);
+  } else {
+    // Done, or running on this thread: we are inside it, nothing to wait for.
+    unlock(0);
+  }
+  release(kRef);
 }
 
 void CancelState::destroy() noexcept {
+  if (link_count_ == 0) {
+    this->~CancelState();
+    ::operator delete(static_cast<void*>(this));
+    return;
+  }
   Link* first = links();
   for (std::uint32_t i = 0; i < link_count_; ++i) {
     // Waits for this link's callback if it is running on another thread;

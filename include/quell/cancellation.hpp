@@ -52,10 +52,10 @@ class CancellationToken {
   // A token no one can cancel: can_cancel() == false.
   CancellationToken() noexcept = default;
   CancellationToken(const CancellationToken& other) noexcept : state_(other.state_) {
-    if (state_ != nullptr) state_->add_token_ref();
+    if (state_ != &detail::never_cancelled) state_->add_token_ref();
   }
   CancellationToken(CancellationToken&& other) noexcept
-      : state_(std::exchange(other.state_, nullptr)) {}
+      : state_(std::exchange(other.state_, &detail::never_cancelled)) {}
   CancellationToken& operator=(const CancellationToken& other) noexcept {
     CancellationToken(other).swap(*this);
     return *this;
@@ -64,22 +64,22 @@ class CancellationToken {
     CancellationToken(std::move(other)).swap(*this);
     return *this;
   }
-  ~CancellationToken() { reset(); }
+  ~CancellationToken() {
+    if (state_ != &detail::never_cancelled) state_->release_token_ref();
+  }
 
-  bool cancelled() const noexcept { return state_ != nullptr && state_->cancelled(); }
+  bool cancelled() const noexcept { return state_->cancelled(); }
   bool is_cancelled() const noexcept { return cancelled(); }
   bool stop_requested() const noexcept { return cancelled(); }
   bool can_continue() const noexcept { return !cancelled(); }
 
   // False for a default token, after reset(), and once nothing can cancel the
   // state any more (no source left, no parent that can).
-  bool can_cancel() const noexcept { return state_ != nullptr && state_->can_cancel(); }
+  bool can_cancel() const noexcept { return state_->can_cancel(); }
   bool stop_possible() const noexcept { return can_cancel(); }
 
   // CancelReason::none until cancelled; then the first request's reason.
-  CancelReason reason() const noexcept {
-    return state_ == nullptr ? CancelReason::none : static_cast<CancelReason>(state_->reason());
-  }
+  CancelReason reason() const noexcept { return static_cast<CancelReason>(state_->reason()); }
 
   // Throws OperationCancelled if cancelled.
   void throw_if_cancelled() const {
@@ -87,9 +87,7 @@ class CancellationToken {
   }
 
   // Lets go of the state: the token now behaves as a default one.
-  void reset() noexcept {
-    if (state_ != nullptr) std::exchange(state_, nullptr)->release_token_ref();
-  }
+  void reset() noexcept { CancellationToken().swap(*this); }
 
   void swap(CancellationToken& other) noexcept { std::swap(state_, other.state_); }
   friend void swap(CancellationToken& a, CancellationToken& b) noexcept { a.swap(b); }
@@ -110,7 +108,8 @@ class CancellationToken {
 
   explicit CancellationToken(detail::CancelState* adopted) noexcept : state_(adopted) {}
 
-  detail::CancelState* state_ = nullptr;  // one reference, or null
+  // One reference, or &detail::never_cancelled (never null, never counted).
+  detail::CancelState* state_ = &detail::never_cancelled;
 };
 
 class CancellationSource {
@@ -134,7 +133,8 @@ class CancellationSource {
 
   // A token of this source's state (a default token if moved-from).
   CancellationToken token() const noexcept {
-    if (state_ != nullptr) state_->add_token_ref();
+    if (state_ == nullptr) return CancellationToken();
+    state_->add_token_ref();
     return CancellationToken(state_);
   }
 
@@ -199,7 +199,6 @@ class CancellationCallback : private detail::CallbackNode {
   CancellationCallback(const CancellationToken& token, G&& fn) noexcept(
       std::is_nothrow_constructible_v<F, G>)
       : CallbackNode(&invoke), fn_(std::forward<G>(fn)) {
-    if (token.state_ == nullptr) return;
     switch (token.state_->try_register(this)) {
       case detail::Registration::registered: state_ = token.state_; break;
       case detail::Registration::cancelled: invoke(this); break;

@@ -27,8 +27,9 @@
 //       only ever non-empty while the reason is 0 or request_cancel() is
 //       draining it.
 //   I4  running_ is the node whose callback request_cancel() is invoking, or
-//       null. A node taken from the list is never put back, so once running_
-//       moves off a node it never returns to it.
+//       null; requester_ identifies the thread invoking it. A node taken from
+//       the list is never put back, so once running_ moves off a node it
+//       never returns to it.
 //   I5  Whoever waits for the lock, or for a running callback, holds a
 //       reference, so the state outlives every waiter and every notify.
 //   I6  The state is destroyed by whoever drops the last reference.
@@ -46,7 +47,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <thread>
+#include <new>
 
 namespace quell {
 class CancellationToken;
@@ -81,8 +82,14 @@ class CancelState {
   static constexpr std::uint64_t kSourceMask = 0xFFFF'FFFFu & ~(kSource - 1);
   static constexpr std::uint64_t kRef = std::uint64_t{1} << 32;
 
+  struct NeverTag {};
+  // The state of never_cancelled (below): no source, no reference counted.
+  constexpr explicit CancelState(NeverTag) noexcept : word_(0), link_count_(0) {}
+
   // A fresh state with one source (the caller's): refs = 1, sources = 1.
-  static CancelState* create();
+  static CancelState* create() {
+    return new (::operator new(sizeof(CancelState))) CancelState(0);
+  }
   // A state cancelled when any parent is. Parents that can never cancel are
   // skipped; one that already is cancelled makes a plain state cancelled with
   // its reason. Returns a state owned by one source, like create().
@@ -90,6 +97,7 @@ class CancelState {
 
   CancelState(const CancelState&) = delete;
   CancelState& operator=(const CancelState&) = delete;
+  ~CancelState() = default;
 
   // Acquire: pairs with request_cancel()'s release CAS (see Ordering).
   std::uint64_t reason() const noexcept { return word_.load(std::memory_order_acquire) & kReasonMask; }
@@ -161,18 +169,13 @@ class CancelState {
   // if it runs on this thread (we are inside it), returns at once.
   void deregister(CallbackNode* node) noexcept {
     lock();
-    if (node->prev_next_ != nullptr) {
-      *node->prev_next_ = node->next_;
-      if (node->next_ != nullptr) node->next_->prev_next_ = node->prev_next_;
-      if (unlock(kRef)) destroy();
+    if (node->prev_next_ == nullptr) {
+      deregister_taken(node);
       return;
     }
-    if (running_ == node && requester_ != std::this_thread::get_id()) {
-      wait_for_running_callback();  // unlocks
-    } else {
-      unlock(0);
-    }
-    release(kRef);
+    *node->prev_next_ = node->next_;
+    if (node->next_ != nullptr) node->next_->prev_next_ = node->prev_next_;
+    if (unlock(kRef)) destroy();
   }
 
   // Takes a reference unless the count already reached zero (the state is
@@ -192,7 +195,6 @@ class CancelState {
   struct Link;
 
   explicit CancelState(std::uint32_t link_count) noexcept : link_count_(link_count) {}
-  ~CancelState() = default;
 
   Link* links() noexcept;
   const Link* links() const noexcept;
@@ -223,29 +225,30 @@ class CancelState {
   // Releases the lock, dropping `delta` as well; true if that dropped the
   // last reference (the caller destroys).
   bool unlock(std::uint64_t delta) noexcept {
-    std::uint64_t word = word_.load(std::memory_order_relaxed);
     // Release: pairs with the acquire of the next lock() (list writes).
-    // Clearing kLockWaiters and waking every sleeper means none can be left
-    // asleep: each re-sets the bit before it sleeps again.
-    while (!word_.compare_exchange_weak(word, (word & ~(kLocked | kLockWaiters)) - delta,
-                                        std::memory_order_release, std::memory_order_relaxed)) {
-    }
-    if ((word & kLockWaiters) != 0) word_.notify_all();  // waiters hold references (I5)
+    const std::uint64_t word = word_.fetch_sub(kLocked + delta, std::memory_order_release);
+    if ((word & kLockWaiters) != 0) wake_lock_waiters();  // waiters hold references (I5)
     return ((word - delta) >> 32) == 0;
   }
 
   std::uint64_t wait_unlocked(std::uint64_t word) noexcept;
+  void wake_lock_waiters() noexcept;
   void run_callbacks() noexcept;
-  void wait_for_running_callback() noexcept;
+  void deregister_taken(CallbackNode* node) noexcept;
   void destroy() noexcept;
 
   std::atomic<std::uint64_t> word_{kRef + kSource};
   CallbackNode* head_ = nullptr;                   // guarded by kLocked
   CallbackNode* running_ = nullptr;                // guarded by kLocked
-  std::thread::id requester_;                      // guarded by kLocked; set when callbacks run
+  const void* requester_ = nullptr;                // guarded by kLocked; set when callbacks run
   std::atomic<std::uint32_t> done_epoch_{0};       // bumped when a waited-for callback returns
   bool done_waiter_ = false;                       // guarded by kLocked
   const std::uint32_t link_count_;                 // immutable
 };
+
+// The state of every token that has none (default, moved-from, reset): never
+// cancelled, never cancellable, never reference-counted and never written, so
+// a token's state pointer is never null and polling needs no null check.
+inline constinit CancelState never_cancelled{CancelState::NeverTag{}};
 
 }  // namespace quell::detail
