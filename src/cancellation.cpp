@@ -15,32 +15,35 @@ const void* this_thread() noexcept { return &this_thread_tag; }
 
 }  // namespace
 
-// A linked state's registration on one parent. It lives in the child's block
-// and points at the child without owning it: when the parent fires, it takes a
-// reference only if the child is still alive (try_add_ref), because the
-// child's destruction deregisters this link and waits for it to return.
-struct CancelState::Link : CallbackNode {
-  Link(CancelState* parent_state, CancelState* child_state) noexcept
-      : CallbackNode(&fire), parent(parent_state), child(child_state) {}
-
-  static void fire(CallbackNode* node) noexcept {
-    auto* link = static_cast<Link*>(node);
-    CancelState* child = link->child;
-    if (!child->try_add_ref()) return;
-    child->request_cancel(link->parent->reason());
-    child->release(kRef);  // may destroy the child, and this link with it
+void CancelLink::attach(CancelState* parent, CancelState* child) noexcept {
+  child_ = child;
+  // Set before registering: fire() may run on another thread as soon as the
+  // registration is visible, and it reads parent_.
+  parent_ = parent;
+  switch (parent->try_register(this)) {
+    case Registration::registered: break;
+    case Registration::cancelled:
+      parent_ = nullptr;  // not registered: nothing to detach
+      child->request_cancel(parent->reason());
+      break;
+    case Registration::never: parent_ = nullptr; break;
   }
+}
 
-  CancelState* parent;  // referenced while registered; null if the parent fired at once
-  CancelState* child;
-};
+void CancelLink::fire(CallbackNode* node) noexcept {
+  auto* link = static_cast<CancelLink*>(node);
+  CancelState* child = link->child_;
+  if (!child->try_add_ref()) return;  // being destroyed; its owner waits for us
+  child->request_cancel(link->parent_->reason());
+  child->release(CancelState::kRef);  // may destroy the child, and this link with it
+}
 
 // Links start right after the state, so the state's size must keep them aligned.
 static_assert(sizeof(CancelState) % alignof(CallbackNode) == 0);
 
-CancelState::Link* CancelState::links() noexcept { return reinterpret_cast<Link*>(this + 1); }
-const CancelState::Link* CancelState::links() const noexcept {
-  return reinterpret_cast<const Link*>(this + 1);
+CancelLink* CancelState::links() noexcept { return reinterpret_cast<CancelLink*>(this + 1); }
+const CancelLink* CancelState::links() const noexcept {
+  return reinterpret_cast<const CancelLink*>(this + 1);
 }
 
 CancelState* CancelState::create_linked(const CancellationToken* tokens, std::size_t count) {
@@ -60,25 +63,17 @@ CancelState* CancelState::create_linked(const CancellationToken* tokens, std::si
   }
   if (link_count == 0) return create();
 
-  void* block = ::operator new(sizeof(CancelState) + link_count * sizeof(Link));
+  void* block = ::operator new(sizeof(CancelState) + link_count * sizeof(CancelLink));
   auto* state = new (block) CancelState(link_count);
   // can_cancel() only ever turns from true to false for a state that is not
   // cancelled, so this second pass finds at most link_count viable parents;
-  // slots it does not fill stay inactive (parent == nullptr).
+  // slots it does not fill stay detached.
+  CancelLink* links = state->links();
+  for (std::uint32_t i = 0; i < link_count; ++i) new (links + i) CancelLink();
   std::uint32_t filled = 0;
   for (std::size_t i = 0; i < count && filled < link_count; ++i) {
-    if (!viable(parent(i))) continue;
-    Link* link = new (state->links() + filled++) Link(parent(i), state);
-    switch (parent(i)->try_register(link)) {
-      case Registration::registered: break;
-      case Registration::cancelled:  // the parent was cancelled meanwhile
-        link->parent = nullptr;
-        state->request_cancel(parent(i)->reason());
-        break;
-      case Registration::never: link->parent = nullptr; break;
-    }
+    if (viable(parent(i))) links[filled++].attach(parent(i), state);
   }
-  while (filled < link_count) new (state->links() + filled++) Link(nullptr, state);
   return state;
 }
 
@@ -86,7 +81,7 @@ bool CancelState::can_cancel() const noexcept {
   // Relaxed: the answer is a snapshot that publishes nothing.
   if ((word_.load(std::memory_order_relaxed) & (kReasonMask | kSourceMask)) != 0) return true;
   for (std::uint32_t i = 0; i < link_count_; ++i) {
-    if (const CancelState* parent = links()[i].parent; parent != nullptr && parent->can_cancel()) {
+    if (const CancelState* parent = links()[i].parent(); parent != nullptr && parent->can_cancel()) {
       return true;
     }
   }
@@ -134,6 +129,11 @@ void CancelState::run_callbacks() noexcept {
   // so we hold one of our own until the list is drained.
   word_.fetch_add(kRef, std::memory_order_relaxed);  // relaxed: as add_token_ref()
   requester_ = this_thread();
+  if (hooks_ != nullptr) {
+    unlock(0);
+    hooks_->on_cancel(this);
+    lock();
+  }
   while (CallbackNode* node = head_) {
     head_ = node->next_;
     if (head_ != nullptr) head_->prev_next_ = &head_;
@@ -173,18 +173,22 @@ void CancelState::deregister_taken(CallbackNode* node) noexcept {
 }
 
 void CancelState::destroy() noexcept {
+  if (hooks_ != nullptr) {
+    hooks_->destroy(this);
+    return;
+  }
   if (link_count_ == 0) {
     this->~CancelState();
     ::operator delete(static_cast<void*>(this));
     return;
   }
-  Link* first = links();
+  CancelLink* first = links();
   for (std::uint32_t i = 0; i < link_count_; ++i) {
     // Waits for this link's callback if it is running on another thread;
     // that callback's try_add_ref() fails (our count is zero), so it returns
     // promptly. Drops the reference the link held on its parent.
-    if (first[i].parent != nullptr) first[i].parent->deregister(&first[i]);
-    first[i].~Link();
+    first[i].detach();
+    first[i].~CancelLink();
   }
   this->~CancelState();
   ::operator delete(static_cast<void*>(this));

@@ -6,7 +6,10 @@
 //
 // Layout
 //   One heap block per state: a CancelState, followed, for a linked state, by
-//   its Link registrations (one per parent), so a state is one allocation.
+//   its CancelLink registrations (one per parent), so a state is one
+//   allocation. A state can also live inside a larger object (a task): it
+//   then has hooks, which react to the request first and free the object
+//   when the last reference goes.
 //
 // The word (`word_`, 64 bits) holds everything the hot paths touch:
 //   bits  0..2   reason: 0 while not cancelled, else a CancelReason value
@@ -48,6 +51,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <utility>
 
 namespace quell {
 class CancellationToken;
@@ -73,6 +77,17 @@ class CallbackNode {
 
 enum class Registration { registered, cancelled, never };
 
+class CancelState;
+class CancelLink;
+
+// What an embedding object adds to its state: a reaction that runs first in
+// the request_cancel() that cancels the state (outside the lock, before the
+// callbacks), and how to free the object when the last reference goes.
+struct StateHooks {
+  void (*on_cancel)(CancelState* state) noexcept;
+  void (*destroy)(CancelState* state) noexcept;
+};
+
 class CancelState {
  public:
   static constexpr std::uint64_t kReasonMask = 0x7;
@@ -94,6 +109,11 @@ class CancelState {
   // skipped; one that already is cancelled makes a plain state cancelled with
   // its reason. Returns a state owned by one source, like create().
   static CancelState* create_linked(const CancellationToken* parents, std::size_t count);
+
+  // A state embedded in another object, with `initial` as its word
+  // (references and sources the embedder starts with).
+  CancelState(const StateHooks* hooks, std::uint64_t initial) noexcept
+      : word_(initial), hooks_(hooks), link_count_(0) {}
 
   CancelState(const CancelState&) = delete;
   CancelState& operator=(const CancelState&) = delete;
@@ -128,7 +148,7 @@ class CancelState {
         break;
       }
     }
-    if (head_ == nullptr) {
+    if (head_ == nullptr && hooks_ == nullptr) {
       unlock(0);
       return true;
     }
@@ -191,14 +211,6 @@ class CancelState {
     return true;
   }
 
- private:
-  struct Link;
-
-  explicit CancelState(std::uint32_t link_count) noexcept : link_count_(link_count) {}
-
-  Link* links() noexcept;
-  const Link* links() const noexcept;
-
   // Drops `delta` (references, maybe with a source); the last reference
   // destroys. Acq_rel: the release orders this owner's uses before the
   // destruction; the acquire on the last one orders the destruction after
@@ -206,6 +218,14 @@ class CancelState {
   void release(std::uint64_t delta) noexcept {
     if ((word_.fetch_sub(delta, std::memory_order_acq_rel) >> 32) == 1) destroy();
   }
+
+ private:
+  friend class CancelLink;
+
+  explicit CancelState(std::uint32_t link_count) noexcept : link_count_(link_count) {}
+
+  CancelLink* links() noexcept;
+  const CancelLink* links() const noexcept;
 
   void lock() noexcept {
     std::uint64_t word = word_.load(std::memory_order_relaxed);
@@ -241,9 +261,42 @@ class CancelState {
   CallbackNode* head_ = nullptr;                   // guarded by kLocked
   CallbackNode* running_ = nullptr;                // guarded by kLocked
   const void* requester_ = nullptr;                // guarded by kLocked; set when callbacks run
+  const StateHooks* hooks_ = nullptr;              // immutable; null for a plain state
   std::atomic<std::uint32_t> done_epoch_{0};       // bumped when a waited-for callback returns
   bool done_waiter_ = false;                       // guarded by kLocked
   const std::uint32_t link_count_;                 // immutable
+};
+
+// Makes a parent state's cancellation cancel a child state, with the
+// parent's reason. It lives in the child's storage and points at the child
+// without owning it: when the parent fires, it takes a reference only if the
+// child is still alive (try_add_ref), because the child's owner detaches the
+// link, which waits for a firing link, before the child's storage goes.
+//
+// Thread safety: attach() and detach() are owner-only (the child's owner).
+class CancelLink : public CallbackNode {
+ public:
+  CancelLink() noexcept : CallbackNode(&fire) {}
+
+  // Registers on `parent`. If the parent is already cancelled, cancels the
+  // child now; if it never can be, does nothing. The caller holds a
+  // reference to the child.
+  void attach(CancelState* parent, CancelState* child) noexcept;
+
+  // Leaves the parent, if registered, waiting for a fire() running on
+  // another thread; drops the reference held on the parent.
+  void detach() noexcept {
+    if (parent_ != nullptr) std::exchange(parent_, nullptr)->deregister(this);
+  }
+
+  // The parent registered on (and referenced), or null.
+  const CancelState* parent() const noexcept { return parent_; }
+
+ private:
+  static void fire(CallbackNode* node) noexcept;
+
+  CancelState* parent_ = nullptr;  // written by the owner, read by fire()
+  CancelState* child_ = nullptr;
 };
 
 // The state of every token that has none (default, moved-from, reset): never
