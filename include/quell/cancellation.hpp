@@ -47,6 +47,10 @@ enum class CancelReason { none, requested, deadline, shutdown, failure };
 template <class F>
 class CancellationCallback;
 
+namespace detail {
+struct StateAccess;
+}
+
 class CancellationToken {
  public:
   // A token no one can cancel: can_cancel() == false.
@@ -103,6 +107,7 @@ class CancellationToken {
  private:
   friend class CancellationSource;
   friend class detail::CancelState;
+  friend struct detail::StateAccess;
   template <class F>
   friend class CancellationCallback;
 
@@ -165,6 +170,8 @@ class CancellationSource {
   static CancellationSource linked(std::initializer_list<CancellationToken> parents);
 
  private:
+  friend struct detail::StateAccess;
+
   explicit CancellationSource(detail::CancelState* adopted) noexcept : state_(adopted) {}
 
   void release() noexcept {
@@ -224,6 +231,24 @@ class CancellationCallback : private detail::CallbackNode {
 
 template <class F>
 CancellationCallback(CancellationToken, F) -> CancellationCallback<F>;
+
+namespace detail {
+
+// How the rest of quell reaches the state behind tokens and sources.
+struct StateAccess {
+  static CancelState* state(const CancellationToken& token) noexcept { return token.state_; }
+  // A token of `state`, taking a new reference.
+  static CancellationToken token(CancelState* state) noexcept {
+    state->add_token_ref();
+    return CancellationToken(state);
+  }
+  // A source adopting a source reference the caller already counted.
+  static CancellationSource adopt_source(CancelState* state) noexcept {
+    return CancellationSource(state);
+  }
+};
+
+}  // namespace detail
 
 inline CancellationSource CancellationSource::linked(
     std::initializer_list<CancellationToken> parents) {

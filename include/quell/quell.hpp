@@ -4,3 +4,8 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/error.hpp"
+#include "quell/future.hpp"
+#include "quell/task_handle.hpp"
+#include "quell/task_options.hpp"
+#include "quell/task_status.hpp"
+#include "quell/thread_pool.hpp"

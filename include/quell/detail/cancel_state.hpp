@@ -119,6 +119,8 @@ class CancelState {
   CancelState& operator=(const CancelState&) = delete;
   ~CancelState() = default;
 
+  const StateHooks* hooks() const noexcept { return hooks_; }
+
   // Acquire: pairs with request_cancel()'s release CAS (see Ordering).
   std::uint64_t reason() const noexcept { return word_.load(std::memory_order_acquire) & kReasonMask; }
   bool cancelled() const noexcept { return reason() != 0; }

@@ -1,0 +1,26 @@
+#pragma once
+
+// Blocking on a 32-bit atomic, with a deadline: what std::atomic::wait does
+// not offer. Linux futexes; the wake side must be futex_wake(), not
+// std::atomic::notify_*(), which skips the system call when it has no waiter
+// of its own.
+//
+// Thread safety: thread-safe.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace quell::detail {
+
+// Sleeps while *word == expected, until woken or (for the second form) until
+// `deadline` passes. May return spuriously: callers re-check. Returns false
+// only when the deadline passed.
+void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept;
+bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                      std::chrono::steady_clock::time_point deadline) noexcept;
+
+// Wakes every thread sleeping on `word`.
+void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept;
+
+}  // namespace quell::detail

@@ -1,0 +1,83 @@
+#pragma once
+
+// Where idle workers sleep: an event count (a "parking lot").
+//
+// A worker that found no work:
+//
+//   key = prepare_wait();        // sleepers += 1; seq_cst fence; key = epoch
+//   if (work is visible now) cancel_wait();   // re-check every queue
+//   else commit_wait(key);       // sleep while epoch == key
+//
+// A thread that made work visible calls notify_one() (or notify_all()):
+//
+//   seq_cst fence; if sleepers > 0: epoch += 1 (release), wake one
+//
+// No lost wake-up: the two fences are ordered one way or the other in the
+// single total order of seq_cst operations.
+//  - The worker's fence first: the notifier's load sees sleepers > 0 and
+//    bumps the epoch. If the worker read the epoch before the bump, its wait
+//    returns at once or is woken. If it read the bump itself (acquire, from
+//    the release bump), everything before the notifier's fence happens-before
+//    the worker's re-check, which therefore sees the work.
+//  - The notifier's fence first: everything before it is visible to the loads
+//    that follow the worker's fence, so the re-check sees the work.
+// The one gap is 2^32 bumps between reading the epoch and sleeping, which no
+// real schedule produces (each bump is a system call).
+//
+// A sleeper can wake without work (a bump meant for someone else); callers
+// loop, so that costs only a retry.
+//
+// Thread safety: thread-safe.
+
+#include <atomic>
+#include <cstdint>
+
+#include "quell/detail/config.hpp"
+
+namespace quell::detail {
+
+class Parking {
+ public:
+  std::uint32_t prepare_wait() noexcept {
+    // Relaxed RMW, then the fence that orders it before the epoch load and
+    // the caller's re-check (see above).
+    sleepers_.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acquire: pairs with the release bump in notify().
+    return epoch_.load(std::memory_order_acquire);
+  }
+
+  void cancel_wait() noexcept {
+    // Relaxed: leaving the count publishes nothing.
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void commit_wait(std::uint32_t key) noexcept {
+    // Acquire: as in prepare_wait().
+    epoch_.wait(key, std::memory_order_acquire);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);  // as cancel_wait()
+  }
+
+  void notify_one() noexcept { notify(false); }
+  void notify_all() noexcept { notify(true); }
+
+ private:
+  void notify(bool all) noexcept {
+    // Pairs with the fence in prepare_wait(): see the header comment.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Relaxed: the fences carry the ordering.
+    if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+    // Release: pairs with the acquire epoch loads of waiters.
+    epoch_.fetch_add(1, std::memory_order_release);
+    if (all) {
+      epoch_.notify_all();
+    } else {
+      epoch_.notify_one();
+    }
+  }
+
+  alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};  // workers between prepare and wake
+  alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};     // bumped by notifiers
+};
+
+}  // namespace quell::detail

@@ -1,0 +1,196 @@
+#pragma once
+
+// A task: one heap block holding the callable, the result slot, the status,
+// and the task's own cancellation state with its link to the submitter's
+// token. Futures, handles, tokens and the queue all point at this block; the
+// state's reference count (CancelState::word_) is the block's.
+//
+// Status word (status_), the value in the low byte:
+//
+//   queued ──CAS by a worker──> running ──exchange by that worker──> terminal
+//     │
+//     └──CAS by on_cancel (the token fired)──> dropping ──exchange──> cancelled | timed_out
+//
+//   rejected is stored before the task is published.
+//
+// Invariants
+//   T1  Exactly one thread moves a task out of queued, by one CAS: a worker
+//       (to running) or the cancellation hook (to dropping). So a task is run
+//       or dropped, never both, and its callable is destroyed exactly once,
+//       by that thread.
+//   T2  The terminal value is stored once, by an exchange, after the result
+//       (or error) is written and the callable destroyed. It never changes.
+//   T3  Bits 8 and 9 say someone sleeps waiting for the terminal value (a
+//       thread on the futex, a worker in the pool's parking lot); the
+//       exchange returns them, and the completer wakes whoever they name.
+//   T4  The queue holds one reference from submission until a worker pops
+//       the task (to run it, or to discard a dropped one).
+//   T5  An accepted task counts once in its pool's unfinished tasks, from
+//       acceptance to its terminal exchange.
+//
+// Ordering: the terminal exchange is a release; ready() and the waits load
+// with acquire. So the result, the error and the callable's destruction
+// happen-before any observer that sees the task terminal.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/task_status.hpp"
+
+namespace quell::detail {
+
+class PoolCore;
+class TaskBase;
+
+// The hook every task's state runs first when its token fires: moves a
+// queued task to dropping, destroys its callable and resolves it. Defined
+// with the pool.
+void task_on_cancel(CancelState* state) noexcept;
+
+class TaskBase : public CancelState {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  static constexpr std::uint32_t kQueued = 0;
+  static constexpr std::uint32_t kRunning = 1;
+  static constexpr std::uint32_t kCompleted = 2;
+  static constexpr std::uint32_t kFailed = 3;
+  static constexpr std::uint32_t kCancelled = 4;
+  static constexpr std::uint32_t kTimedOut = 5;
+  static constexpr std::uint32_t kRejected = 6;
+  static constexpr std::uint32_t kDropping = 7;  // internal: resolves to cancelled / timed_out
+  static constexpr std::uint32_t kValueMask = 0xFF;
+  static constexpr std::uint32_t kThreadWaiting = 1u << 8;
+  static constexpr std::uint32_t kWorkerWaiting = 1u << 9;
+
+  static constexpr bool is_terminal(std::uint32_t word) noexcept {
+    const std::uint32_t value = word & kValueMask;
+    return value >= kCompleted && value <= kRejected;
+  }
+
+  struct Ops : StateHooks {
+    std::uint32_t (*run)(TaskBase* task) noexcept;  // runs and destroys the callable; the outcome
+    void (*drop)(TaskBase* task) noexcept;           // destroys the callable unrun
+  };
+
+  const Ops* ops() const noexcept { return static_cast<const Ops*>(hooks()); }
+
+  TaskStatus status() const noexcept {
+    // Acquire: pairs with the release exchange that stored a terminal value.
+    const std::uint32_t value = status_.load(std::memory_order_acquire) & kValueMask;
+    return value == kDropping ? TaskStatus::queued : static_cast<TaskStatus>(value);
+  }
+  bool ready() const noexcept { return is_terminal(status_.load(std::memory_order_acquire)); }
+
+  std::atomic<std::uint32_t> status_{kQueued};
+  TaskPriority priority_ = TaskPriority::normal;
+  TaskId id_ = 0;
+  PoolCore* pool_ = nullptr;                      // set at submission; never changes
+  Clock::time_point deadline_ = Clock::time_point::max();
+  std::exception_ptr error_;                      // written by the thread that ran the task
+  CancelLink origin_;                             // to the submitter's token; owner: whoever resolves
+
+ protected:
+  // `refs` references (queue, future, handle) and `sources` sources (the
+  // pool's own, and a handle's) to begin with.
+  TaskBase(const Ops* ops, std::uint32_t refs, std::uint32_t sources) noexcept
+      : CancelState(ops, refs * kRef + sources * kSource) {}
+  ~TaskBase() = default;
+};
+
+// The result slot, constructed when the task completes.
+template <class R>
+class TaskSlot : public TaskBase {
+ public:
+  R& value() noexcept { return value_; }
+
+ protected:
+  using TaskBase::TaskBase;
+  ~TaskSlot() {}  // the node's destroy hook ends value_'s life if it began
+
+  union {
+    R value_;
+  };
+};
+
+template <>
+class TaskSlot<void> : public TaskBase {
+ protected:
+  using TaskBase::TaskBase;
+};
+
+template <class F>
+inline constexpr bool kTakesToken = std::is_invocable_v<F&&, CancellationToken>;
+
+template <class F>
+using TaskResultOf = std::decay_t<typename std::conditional_t<
+    kTakesToken<F>, std::invoke_result<F&&, CancellationToken>, std::invoke_result<F&&>>::type>;
+
+template <class F, class R>
+class TaskNode final : public TaskSlot<R> {
+ public:
+  template <class G>
+  TaskNode(G&& fn, std::uint32_t refs, std::uint32_t sources)
+      : TaskSlot<R>(&kOps, refs, sources) {
+    new (&fn_) F(std::forward<G>(fn));
+  }
+
+ private:
+  ~TaskNode() {}
+
+  static std::uint32_t run(TaskBase* base) noexcept {
+    auto* self = static_cast<TaskNode*>(base);
+    std::uint32_t outcome = TaskBase::kCompleted;
+    try {
+      if constexpr (kTakesToken<F>) {
+        self->invoke(StateAccess::token(self));
+      } else {
+        self->invoke();
+      }
+    } catch (const OperationCancelled&) {
+      const bool deadline = self->reason() == static_cast<std::uint64_t>(CancelReason::deadline);
+      outcome = deadline ? TaskBase::kTimedOut : TaskBase::kCancelled;
+    } catch (...) {
+      self->error_ = std::current_exception();
+      outcome = TaskBase::kFailed;
+    }
+    self->fn_.~F();
+    return outcome;
+  }
+
+  template <class... Token>
+  void invoke(Token&&... token) {
+    if constexpr (std::is_void_v<R>) {
+      std::move(fn_)(std::forward<Token>(token)...);
+    } else {
+      new (&this->value_) R(std::move(fn_)(std::forward<Token>(token)...));
+    }
+  }
+
+  static void drop(TaskBase* base) noexcept { static_cast<TaskNode*>(base)->fn_.~F(); }
+
+  static void destroy(CancelState* state) noexcept {
+    auto* self = static_cast<TaskNode*>(static_cast<TaskBase*>(state));
+    if constexpr (!std::is_void_v<R>) {
+      // Relaxed: the last reference's acq_rel decrement ordered everything.
+      if ((self->status_.load(std::memory_order_relaxed) & TaskBase::kValueMask) ==
+          TaskBase::kCompleted) {
+        self->value_.~R();
+      }
+    }
+    delete self;
+  }
+
+  static constexpr TaskBase::Ops kOps{{&task_on_cancel, &destroy}, &run, &drop};
+
+  union {
+    F fn_;
+  };
+};
+
+}  // namespace quell::detail

@@ -1,0 +1,152 @@
+#pragma once
+
+// Future<T>: the outcome of one task, read once.
+//
+// A future refers to its task's block (see detail/task.hpp); it is ready once
+// the task is terminal. get() returns the value (or rethrows the task's
+// exception; throws OperationCancelled for a cancelled task, TaskError with
+// Errc::timed_out or Errc::rejected otherwise) and may be called once: a
+// second call throws TaskError(Errc::already_retrieved). status(), result(),
+// ready() and error() keep working after get().
+//
+// Waiting on a future from one of its pool's workers does not block the
+// worker: it runs or steals other tasks of the pool until the future is ready,
+// so fork-join never deadlocks, even with one worker.
+//
+// Dropping a future neither cancels nor waits for its task.
+//
+// A default-constructed future has no task: valid() is false, status() is
+// rejected, result() none, error() Errc::no_state, and get() and the waits
+// throw TaskError(Errc::no_state).
+//
+// Thread safety: thread-compatible (const members may be called concurrently,
+// also with the task completing).
+//
+// Ordering: everything the task did happens-before a wait that returns
+// because the task is ready, and before get() returns or throws.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <system_error>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/task.hpp"
+#include "quell/error.hpp"
+#include "quell/task_status.hpp"
+
+namespace quell {
+
+class ThreadPool;
+template <class T>
+class TaskHandle;
+
+namespace detail {
+// Blocks until `task` is terminal; on one of its pool's workers, helps.
+void task_wait(TaskBase* task);
+// Blocks until `task` is terminal or `deadline` passes; true if terminal.
+bool task_wait_until(TaskBase* task, std::chrono::steady_clock::time_point deadline);
+}  // namespace detail
+
+template <class T>
+class Future {
+ public:
+  Future() noexcept = default;
+  Future(Future&& other) noexcept
+      : task_(std::exchange(other.task_, nullptr)), retrieved_(other.retrieved_) {}
+  Future& operator=(Future&& other) noexcept {
+    Future(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~Future() {
+    if (task_ != nullptr) task_->release_token_ref();
+  }
+
+  bool valid() const noexcept { return task_ != nullptr; }
+  TaskId id() const noexcept { return task_ != nullptr ? task_->id_ : 0; }
+  bool ready() const noexcept { return task_ != nullptr && task_->ready(); }
+
+  void wait() const { detail::task_wait(checked()); }
+
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return detail::task_wait_until(checked(), std::chrono::steady_clock::now() + timeout);
+  }
+
+  template <class Clock, class Duration>
+  bool wait_until(std::chrono::time_point<Clock, Duration> deadline) const {
+    detail::TaskBase* task = checked();
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+      return detail::task_wait_until(task, deadline);
+    } else {
+      // Another clock: wait in steady time and re-check against `deadline`.
+      while (!task->ready()) {
+        const auto left = deadline - Clock::now();
+        if (left <= left.zero()) return false;
+        detail::task_wait_until(task, std::chrono::steady_clock::now() + left);
+      }
+      return true;
+    }
+  }
+
+  T get() {
+    detail::TaskSlot<T>* task = checked();
+    if (retrieved_) throw TaskError(make_error_code(Errc::already_retrieved));
+    detail::task_wait(task);
+    retrieved_ = true;
+    switch (task->status()) {
+      case TaskStatus::completed:
+        if constexpr (std::is_void_v<T>) {
+          return;
+        } else {
+          return std::move(task->value());
+        }
+      case TaskStatus::failed: std::rethrow_exception(task->error_);
+      case TaskStatus::cancelled: throw OperationCancelled();
+      default: throw TaskError(error());
+    }
+  }
+
+  TaskStatus status() const noexcept {
+    return task_ != nullptr ? task_->status() : TaskStatus::rejected;
+  }
+  TaskResult result() const noexcept {
+    return task_ != nullptr ? result_of(task_->status()) : TaskResult::none;
+  }
+
+  // Errc::cancelled, timed_out or rejected for a task that ended so,
+  // Errc::no_state for a default future; empty otherwise.
+  std::error_code error() const noexcept {
+    if (task_ == nullptr) return make_error_code(Errc::no_state);
+    switch (task_->status()) {
+      case TaskStatus::cancelled: return make_error_code(Errc::cancelled);
+      case TaskStatus::timed_out: return make_error_code(Errc::timed_out);
+      case TaskStatus::rejected: return make_error_code(Errc::rejected);
+      default: return {};
+    }
+  }
+
+  void swap(Future& other) noexcept {
+    std::swap(task_, other.task_);
+    std::swap(retrieved_, other.retrieved_);
+  }
+
+ private:
+  friend class ThreadPool;
+  template <class>
+  friend class TaskHandle;
+
+  // Adopts one reference to `task`.
+  explicit Future(detail::TaskSlot<T>* task) noexcept : task_(task) {}
+
+  detail::TaskSlot<T>* checked() const {
+    if (task_ == nullptr) throw TaskError(make_error_code(Errc::no_state));
+    return task_;
+  }
+
+  detail::TaskSlot<T>* task_ = nullptr;  // one reference, or null
+  bool retrieved_ = false;
+};
+
+}  // namespace quell

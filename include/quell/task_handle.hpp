@@ -1,0 +1,56 @@
+#pragma once
+
+// TaskHandle<T>: a future that can also cancel its task.
+//
+// ThreadPool::handle() returns one. It owns a CancellationSource of the
+// task's own state: cancel() requests cancellation with reason `requested`.
+// A queued task is then dropped at once (its future becomes ready as
+// cancelled and its callable is destroyed on the cancelling thread); a
+// running task sees its token cancelled and decides for itself.
+//
+// cancel() returns true only for the call that made the request; after the
+// task ended it changes nothing about the outcome. Dropping a handle neither
+// cancels nor waits.
+//
+// Thread safety: thread-compatible, like Future.
+
+#include <chrono>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/future.hpp"
+
+namespace quell {
+
+template <class T>
+class TaskHandle {
+ public:
+  TaskHandle() noexcept = default;
+
+  TaskId id() const noexcept { return future_.id(); }
+  bool cancel() noexcept { return source_.request_cancel(CancelReason::requested); }
+  bool cancelled() const noexcept { return source_.cancelled(); }
+  CancellationToken token() const noexcept { return source_.token(); }
+
+  void wait() const { future_.wait(); }
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return future_.wait_for(timeout);
+  }
+  T get() { return future_.get(); }
+
+  TaskStatus status() const noexcept { return future_.status(); }
+  TaskResult result() const noexcept { return future_.result(); }
+  Future<T>& future() noexcept { return future_; }
+
+ private:
+  friend class ThreadPool;
+
+  TaskHandle(CancellationSource source, Future<T> future) noexcept
+      : source_(std::move(source)), future_(std::move(future)) {}
+
+  CancellationSource source_{detail::StateAccess::adopt_source(nullptr)};
+  Future<T> future_;
+};
+
+}  // namespace quell

@@ -1,0 +1,61 @@
+#pragma once
+
+// How a task is submitted: the token that cancels it, its deadline, its
+// priority. A value type; the default is "no token, no deadline, normal".
+//
+// set_deadline() and set_timeout() replace each other: the later call wins
+// and the other accessor then reports nullopt. A timeout becomes a deadline
+// of "submission time + timeout" when the task is submitted.
+//
+// Thread safety: thread-compatible.
+
+#include <chrono>
+#include <optional>
+
+#include "quell/cancellation.hpp"
+#include "quell/task_status.hpp"
+
+namespace quell {
+
+class TaskOptions {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  TaskOptions& set_cancellation(CancellationToken token) {
+    token_ = std::move(token);
+    return *this;
+  }
+  TaskOptions& set_deadline(Clock::time_point deadline) {
+    deadline_ = deadline;
+    timeout_.reset();
+    return *this;
+  }
+  TaskOptions& set_timeout(Clock::duration timeout) {
+    timeout_ = timeout;
+    deadline_.reset();
+    return *this;
+  }
+  TaskOptions& set_priority(TaskPriority priority) {
+    priority_ = priority;
+    return *this;
+  }
+
+  const CancellationToken& cancellation() const noexcept { return token_; }
+  std::optional<Clock::time_point> deadline() const noexcept { return deadline_; }
+  std::optional<Clock::duration> timeout() const noexcept { return timeout_; }
+  TaskPriority priority() const noexcept { return priority_; }
+
+  // The deadline for a task submitted at `now`, if any.
+  std::optional<Clock::time_point> deadline_from(Clock::time_point now) const noexcept {
+    if (timeout_) return now + *timeout_;
+    return deadline_;
+  }
+
+ private:
+  CancellationToken token_;
+  std::optional<Clock::time_point> deadline_;
+  std::optional<Clock::duration> timeout_;
+  TaskPriority priority_ = TaskPriority::normal;
+};
+
+}  // namespace quell

@@ -1,0 +1,134 @@
+#pragma once
+
+// ThreadPool: a work-stealing pool whose tasks can be cancelled cheaply.
+//
+// Each worker owns a deque: a task submitted from a worker goes to that
+// worker's deque (LIFO for the owner, FIFO for thieves); a task submitted
+// from any other thread goes to a shared injection queue, one per priority.
+// Idle workers steal, spin briefly, then sleep; a submission wakes one.
+//
+// Every task has its own cancellation state, cancelled when any of these
+// is: the options' token, the handle (handle()), its deadline (checked when
+// it starts), a `cancel` shutdown. A queued task whose state is cancelled is
+// dropped at once, on the cancelling thread: its future becomes ready
+// (cancelled, or timed_out for a deadline) and its callable, with everything
+// it captured, is destroyed then. A running task is never interrupted: it
+// polls its token (passed to f(CancellationToken), or
+// this_task::cancellation_token()).
+//
+// Nothing submitted is lost: every future becomes ready exactly once. A
+// submission after shutdown() or past max_queue_size is rejected: its future
+// is ready at once with status rejected (post() returns false).
+//
+// Thread safety: thread-safe. submit(), post() and handle() may be called
+// from any number of threads at once, also while shutdown() runs. shutdown(),
+// wait_idle() and the destructor must not be called from one of the pool's
+// own workers: they throw std::logic_error (the destructor terminates).
+//
+// Ordering: everything sequenced before submit() happens-before the task
+// runs; everything the task did happens-before its future is seen ready, and
+// before wait_idle() returns.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/task.hpp"
+#include "quell/future.hpp"
+#include "quell/task_handle.hpp"
+#include "quell/task_options.hpp"
+#include "quell/task_status.hpp"
+
+namespace quell {
+
+enum class ShutdownPolicy { drain, cancel };  // drain: run what is queued; cancel: drop it
+
+struct ThreadPoolConfig {
+  std::size_t thread_count = std::thread::hardware_concurrency();  // 0: std::invalid_argument
+  std::size_t max_queue_size = 0;  // 0: unbounded; else submissions past it are rejected
+  ShutdownPolicy shutdown_policy = ShutdownPolicy::drain;
+  std::string thread_name = "quell";  // workers are named thread_name-N
+};
+
+struct ThreadPoolStats {
+  std::uint64_t submitted = 0;  // every submission, rejected ones included
+  std::uint64_t completed = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t cancelled = 0;
+  std::uint64_t timed_out = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t stolen = 0;
+  std::size_t queued = 0;   // accepted, neither started nor resolved
+  std::size_t running = 0;  // started, not yet terminal
+};
+
+namespace detail {
+// Assigns the task to `pool`, then accepts and enqueues it, or resolves it
+// as rejected. Consumes the queue's reference either way. False if rejected.
+bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options);
+}  // namespace detail
+
+class ThreadPool {
+ public:
+  ThreadPool();
+  explicit ThreadPool(std::size_t thread_count);
+  explicit ThreadPool(ThreadPoolConfig config);
+  ~ThreadPool();
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // F is invocable as f() or f(CancellationToken) (the token form wins when
+  // both are); R is its decayed result type.
+  template <class F>
+  auto submit(F&& f, TaskOptions options = {}) -> Future<detail::TaskResultOf<std::decay_t<F>>> {
+    using R = detail::TaskResultOf<std::decay_t<F>>;
+    auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 2, 1);
+    detail::pool_submit(core_, task, options);
+    return Future<R>(task);
+  }
+
+  template <class F>
+  auto handle(F&& f, TaskOptions options = {})
+      -> TaskHandle<detail::TaskResultOf<std::decay_t<F>>> {
+    using R = detail::TaskResultOf<std::decay_t<F>>;
+    // The handle's source adds a reference and a source.
+    auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 3, 2);
+    detail::pool_submit(core_, task, options);
+    return TaskHandle<R>(detail::StateAccess::adopt_source(task), Future<R>(task));
+  }
+
+  // Fire and forget: false if rejected.
+  template <class F>
+  bool post(F&& f, TaskOptions options = {}) {
+    using R = detail::TaskResultOf<std::decay_t<F>>;
+    auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 1, 1);
+    return detail::pool_submit(core_, task, options);
+  }
+
+  // Stops intake (later submissions are rejected), then runs (drain) or
+  // drops (cancel) what is queued, cancels running tasks' tokens (cancel),
+  // waits for every task to end and joins the workers. Idempotent.
+  void shutdown();
+
+  // Blocks until nothing is queued or running.
+  void wait_idle();
+
+  std::size_t thread_count() const noexcept;
+  ThreadPoolStats stats() const noexcept;
+
+ private:
+  detail::PoolCore* core_;
+};
+
+namespace this_task {
+// The running task's own token; a default token outside a task.
+CancellationToken cancellation_token() noexcept;
+bool cancelled() noexcept;
+}  // namespace this_task
+
+}  // namespace quell

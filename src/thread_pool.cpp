@@ -1,0 +1,655 @@
+#include "quell/thread_pool.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/lockfree/queue.hpp>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "quell/detail/config.hpp"
+#include "quell/detail/futex.hpp"
+#include "quell/detail/parking.hpp"
+#include "quell/detail/work_deque.hpp"
+
+namespace quell::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Counter = std::atomic<std::uint64_t>;
+
+// Statistics. A worker's set has one writer (the worker), so it counts with a
+// plain load and store; the pool's shared set, for every other thread, uses
+// fetch_add. All relaxed: they are published to wait_idle() by the acq_rel
+// decrement of unfinished_ that follows every update.
+struct alignas(kCacheLine) Counters {
+  explicit Counters(bool shared_writers) : shared(shared_writers) {}
+
+  void bump(Counter Counters::*field) noexcept {
+    Counter& counter = this->*field;
+    if (shared) {
+      counter.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+  }
+
+  const bool shared;
+  Counter submitted{0};
+  Counter rejected{0};
+  Counter started{0};
+  Counter ended{0};    // started, then terminal
+  Counter dropped{0};  // resolved before starting
+  Counter completed{0};
+  Counter failed{0};
+  Counter cancelled{0};
+  Counter timed_out{0};
+  Counter stolen{0};
+};
+
+Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
+  switch (outcome) {
+    case TaskBase::kCompleted: return &Counters::completed;
+    case TaskBase::kFailed: return &Counters::failed;
+    case TaskBase::kTimedOut: return &Counters::timed_out;
+    default: return &Counters::cancelled;
+  }
+}
+
+// A task executing on a worker, and the frame it runs inside: a worker that
+// waits for a future runs other tasks on top of the waiting one.
+struct Frame {
+  TaskBase* task;
+  Frame* outer;
+};
+
+constexpr std::size_t kPriorities = 3;
+constexpr unsigned kLowerEvery = 64;  // at least one lower-priority task per this many higher
+constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
+constexpr TaskId kIdBlock = 1024;
+
+std::atomic<TaskId> next_id_block{1};  // relaxed: only uniqueness matters
+thread_local TaskId next_id = 0;
+thread_local TaskId id_limit = 0;
+
+TaskId next_task_id() noexcept {
+  if (next_id == id_limit) {
+    next_id = next_id_block.fetch_add(kIdBlock, std::memory_order_relaxed);
+    id_limit = next_id + kIdBlock;
+  }
+  return next_id++;
+}
+
+}  // namespace
+
+struct Worker {
+  Worker(PoolCore& owner, std::size_t worker_index)
+      : pool(owner), index(worker_index), rng(0x9E3779B97F4A7C15ull * (worker_index + 1)) {}
+
+  PoolCore& pool;
+  const std::size_t index;
+  WorkDeque<TaskBase*> deque;
+  Counters counters{false};
+  // The innermost executing frame. Written by this worker; read by a
+  // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
+  std::atomic<Frame*> current{nullptr};
+  unsigned since_lower = 0;  // owner only
+  std::uint64_t rng;         // owner only
+  std::thread thread;
+};
+
+namespace {
+thread_local Worker* this_worker = nullptr;
+thread_local TaskBase* this_task_ptr = nullptr;
+}  // namespace
+
+class PoolCore {
+ public:
+  explicit PoolCore(ThreadPoolConfig config) : config_(std::move(config)) {
+    if (config_.thread_count == 0) {
+      throw std::invalid_argument("quell::ThreadPool: thread_count must be at least 1");
+    }
+    for (auto& queue : injection_) queue = std::make_unique<Injection>(1024);
+    workers_.reserve(config_.thread_count);
+    for (std::size_t i = 0; i < config_.thread_count; ++i) {
+      workers_.push_back(std::make_unique<Worker>(*this, i));
+    }
+    for (auto& worker : workers_) {
+      worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
+      name_thread(*worker);
+    }
+  }
+
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  bool submit(TaskBase* task, const TaskOptions& options);
+  void drop(TaskBase* task) noexcept;
+  void help_until(Worker& worker, TaskBase* task);
+  void shutdown();
+  void wait_idle();
+  ThreadPoolStats stats() const noexcept;
+  std::size_t thread_count() const noexcept { return workers_.size(); }
+
+  bool is_own_worker() const noexcept {
+    return this_worker != nullptr && &this_worker->pool == this;
+  }
+
+  // The pool core outlives the ThreadPool object while a thread that is not
+  // a worker still resolves one of its tasks (see drop()).
+  void pin() noexcept {
+    // Relaxed: made from an existing pin (the ThreadPool's, or an unfinished
+    // task's guarantee that shutdown has not finished).
+    pins_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void unpin() noexcept {
+    // Acq_rel: every user's accesses happen-before the deletion.
+    if (pins_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ private:
+  using Injection = boost::lockfree::queue<TaskBase*>;
+
+  ~PoolCore() { discard_leftovers(); }
+
+  Counters& counters_here() noexcept {
+    return is_own_worker() ? this_worker->counters : shared_counters_;
+  }
+
+  bool accept() noexcept;
+  void retire_unfinished() noexcept {
+    // Acq_rel: the statistics and outcome written before it happen-before a
+    // wait_idle() that sees zero.
+    if (unfinished_.fetch_sub(1, std::memory_order_acq_rel) == 1) unfinished_.notify_all();
+  }
+  void reject(TaskBase* task, Counters& counters) noexcept;
+  void enqueue(TaskBase* task);
+  void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
+  bool try_start(TaskBase* task) noexcept;
+  void execute(Worker& worker, TaskBase* task) noexcept;
+  TaskBase* find_task(Worker& worker) noexcept;
+  TaskBase* pop_injection(Worker& worker) noexcept;
+  TaskBase* steal(Worker& worker) noexcept;
+  void run_worker(Worker& worker) noexcept;
+  void cancel_running() noexcept;
+  void wait_unfinished() noexcept;
+  void discard_leftovers() noexcept;
+  void name_thread(Worker& worker) noexcept;
+
+  const ThreadPoolConfig config_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Injection> injection_[kPriorities];  // indexed by TaskPriority
+  Parking parking_;
+  Counters shared_counters_{true};
+  // Accepted tasks not yet retired (see T5 in detail/task.hpp).
+  alignas(kCacheLine) std::atomic<std::uint64_t> unfinished_{0};
+  // Accepted tasks neither started nor dropped; kept only when bounded.
+  alignas(kCacheLine) std::atomic<std::size_t> bounded_queued_{0};
+  alignas(kCacheLine) std::atomic<bool> stopping_{false};  // intake closed
+  std::atomic<bool> cancelling_{false};                     // a cancel shutdown began
+  std::atomic<bool> scanning_{false};                       // cancel_running() reads frames
+  std::atomic<bool> exiting_{false};                        // workers may leave
+  std::atomic<std::uint32_t> pins_{1};                      // the ThreadPool's, plus droppers'
+  std::mutex shutdown_mutex_;
+  bool joined_ = false;  // guarded by shutdown_mutex_
+};
+
+// ---- submission --------------------------------------------------------
+
+bool PoolCore::accept() noexcept {
+  // Seq_cst increment then seq_cst load, against shutdown()'s seq_cst store
+  // of stopping_ then seq_cst loads of unfinished_: either we see stopping_
+  // and reject, or shutdown waits for this task.
+  unfinished_.fetch_add(1, std::memory_order_seq_cst);
+  if (stopping_.load(std::memory_order_seq_cst)) {
+    retire_unfinished();
+    return false;
+  }
+  if (config_.max_queue_size != 0) {
+    // Relaxed: a bound, not a publication.
+    if (bounded_queued_.fetch_add(1, std::memory_order_relaxed) >= config_.max_queue_size) {
+      bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+      retire_unfinished();
+      return false;
+    }
+  }
+  return true;
+}
+
+void PoolCore::reject(TaskBase* task, Counters& counters) noexcept {
+  task->ops()->drop(task);
+  counters.bump(&Counters::rejected);
+  // Release: nobody else has seen the task yet; the future returned after
+  // this call reads it on this thread or through a later synchronisation.
+  task->status_.store(TaskBase::kRejected, std::memory_order_release);
+  task->release_token_ref();  // the queue's reference
+}
+
+bool PoolCore::submit(TaskBase* task, const TaskOptions& options) {
+  Counters& counters = counters_here();
+  task->pool_ = this;
+  task->id_ = next_task_id();
+  task->priority_ = options.priority();
+  counters.bump(&Counters::submitted);
+  if (!accept()) {
+    reject(task, counters);
+    return false;
+  }
+  if (options.timeout()) {
+    task->deadline_ = Clock::now() + *options.timeout();
+  } else if (options.deadline()) {
+    task->deadline_ = *options.deadline();
+  }
+  // Either may resolve the task at once (inline, through task_on_cancel).
+  CancelState* parent = StateAccess::state(options.cancellation());
+  if (parent != &never_cancelled) task->origin_.attach(parent, task);
+  if (task->deadline_ != Clock::time_point::max() && task->deadline_ <= Clock::now()) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
+  }
+  // Relaxed: only a shortcut. A task dropped after this load is enqueued as
+  // a tombstone, which a worker (or, after shutdown, ~PoolCore) discards.
+  if ((task->status_.load(std::memory_order_relaxed) & TaskBase::kValueMask) != TaskBase::kQueued) {
+    task->release_token_ref();  // resolved already: the queue's reference goes unused
+    return true;
+  }
+  enqueue(task);  // from here on the task may be run and freed: do not touch it
+  parking_.notify_one();
+  return true;
+}
+
+void PoolCore::enqueue(TaskBase* task) {
+  if (is_own_worker()) {
+    this_worker->deque.push(task);
+    return;
+  }
+  if (!injection_[static_cast<std::size_t>(task->priority_)]->push(task)) throw std::bad_alloc();
+}
+
+// ---- resolution --------------------------------------------------------
+
+void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
+                      Counters& counters) noexcept {
+  counters.bump(counter_for(outcome));
+  counters.bump(started ? &Counters::ended : &Counters::dropped);
+  // Release: the result, the error and the callable's destruction
+  // happen-before every acquire load that sees the terminal value (T2).
+  const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
+  if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
+  if ((old & TaskBase::kWorkerWaiting) != 0) parking_.notify_all();
+  task->origin_.detach();
+  retire_unfinished();
+}
+
+void PoolCore::drop(TaskBase* task) noexcept {
+  // Any thread. The task was queued (so accepted and unfinished): the core is
+  // alive now, and the pin keeps it so until we are done, even if retiring
+  // this task lets a shutdown finish and the ThreadPool go.
+  pin();
+  task->ops()->drop(task);
+  if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+  const bool deadline = task->reason() == static_cast<std::uint64_t>(CancelReason::deadline);
+  finish(task, deadline ? TaskBase::kTimedOut : TaskBase::kCancelled, false, counters_here());
+  unpin();
+}
+
+bool PoolCore::try_start(TaskBase* task) noexcept {
+  std::uint32_t word = task->status_.load(std::memory_order_relaxed);
+  do {
+    if ((word & TaskBase::kValueMask) != TaskBase::kQueued) return false;
+    // Acq_rel: the winner of queued -> running | dropping owns the callable
+    // (T1); keep the waiter and published bits.
+  } while (!task->status_.compare_exchange_weak(
+      word, (word & ~TaskBase::kValueMask) | TaskBase::kRunning, std::memory_order_acq_rel,
+      std::memory_order_relaxed));
+  return true;
+}
+
+void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
+  Frame frame{task, worker.current.load(std::memory_order_relaxed)};
+  // Seq_cst store, then seq_cst load of cancelling_: against cancel_running()
+  // (store cancelling_, then load current), a task either is seen there or
+  // sees cancelling_ here.
+  worker.current.store(&frame, std::memory_order_seq_cst);
+  if (cancelling_.load(std::memory_order_seq_cst)) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+  } else if (task->deadline_ != Clock::time_point::max() && Clock::now() >= task->deadline_) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
+  }
+  if (try_start(task)) {
+    worker.counters.bump(&Counters::started);
+    if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+    TaskBase* outer = std::exchange(this_task_ptr, task);
+    const std::uint32_t outcome = task->ops()->run(task);
+    this_task_ptr = outer;
+    finish(task, outcome, true, worker.counters);
+  }
+  // Seq_cst store then seq_cst load of scanning_ (against cancel_running()'s
+  // store of scanning_ then load of current): if a scan may still read this
+  // frame, wait for it before the task's memory may go.
+  worker.current.store(frame.outer, std::memory_order_seq_cst);
+  while (scanning_.load(std::memory_order_seq_cst)) scanning_.wait(true, std::memory_order_acquire);
+  task->release_token_ref();  // the queue's reference (T4)
+}
+
+void task_on_cancel(CancelState* state) noexcept {
+  auto* task = static_cast<TaskBase*>(state);
+  std::uint32_t word = task->status_.load(std::memory_order_relaxed);
+  do {
+    if ((word & TaskBase::kValueMask) != TaskBase::kQueued) return;  // running, or resolved
+    // Acq_rel: as try_start(); the winner owns the callable (T1).
+  } while (!task->status_.compare_exchange_weak(
+      word, (word & ~TaskBase::kValueMask) | TaskBase::kDropping, std::memory_order_acq_rel,
+      std::memory_order_relaxed));
+  task->pool_->drop(task);
+}
+
+// ---- workers -----------------------------------------------------------
+
+TaskBase* PoolCore::pop_injection(Worker& worker) noexcept {
+  TaskBase* task = nullptr;
+  if (worker.since_lower >= kLowerEvery) {
+    // Lower-priority work may be waiting behind a stream of higher: take one.
+    worker.since_lower = 0;
+    if (injection_[static_cast<std::size_t>(TaskPriority::low)]->pop(task)) return task;
+    if (injection_[static_cast<std::size_t>(TaskPriority::normal)]->pop(task)) return task;
+  }
+  for (TaskPriority priority : {TaskPriority::high, TaskPriority::normal, TaskPriority::low}) {
+    if (injection_[static_cast<std::size_t>(priority)]->pop(task)) {
+      worker.since_lower = priority == TaskPriority::low ? 0 : worker.since_lower + 1;
+      return task;
+    }
+  }
+  return nullptr;
+}
+
+TaskBase* PoolCore::steal(Worker& worker) noexcept {
+  const std::size_t count = workers_.size();
+  if (count < 2) return nullptr;
+  worker.rng ^= worker.rng << 13;
+  worker.rng ^= worker.rng >> 7;
+  worker.rng ^= worker.rng << 17;
+  const std::size_t first = static_cast<std::size_t>(worker.rng % count);
+  for (std::size_t i = 0; i < count; ++i) {
+    Worker& victim = *workers_[(first + i) % count];
+    if (&victim == &worker) continue;
+    for (;;) {
+      auto [result, task] = victim.deque.steal();
+      if (result == WorkDeque<TaskBase*>::Steal::taken) {
+        worker.counters.bump(&Counters::stolen);
+        return task;
+      }
+      if (result == WorkDeque<TaskBase*>::Steal::empty) break;
+    }
+  }
+  return nullptr;
+}
+
+TaskBase* PoolCore::find_task(Worker& worker) noexcept {
+  if (TaskBase* task = worker.deque.pop()) return task;
+  if (TaskBase* task = pop_injection(worker)) return task;
+  return steal(worker);
+}
+
+void PoolCore::run_worker(Worker& worker) noexcept {
+  this_worker = &worker;
+  for (;;) {
+    TaskBase* task = find_task(worker);
+    for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      task = find_task(worker);
+    }
+    if (task != nullptr) {
+      execute(worker, task);
+      continue;
+    }
+    const std::uint32_t key = parking_.prepare_wait();
+    if ((task = find_task(worker)) != nullptr) {
+      parking_.cancel_wait();
+      execute(worker, task);
+      continue;
+    }
+    // Acquire: pairs with shutdown()'s release store; nothing is left to do.
+    if (exiting_.load(std::memory_order_acquire)) {
+      parking_.cancel_wait();
+      return;
+    }
+    parking_.commit_wait(key);
+  }
+}
+
+void PoolCore::help_until(Worker& worker, TaskBase* task) {
+  while (!task->ready()) {
+    if (TaskBase* other = find_task(worker)) {
+      execute(worker, other);
+      continue;
+    }
+    const std::uint32_t key = parking_.prepare_wait();
+    // Ask the completer to wake the parking lot (T3). Acquire: if the task
+    // is terminal, we read its outcome next.
+    std::uint32_t word = task->status_.load(std::memory_order_acquire);
+    while (!TaskBase::is_terminal(word) && (word & TaskBase::kWorkerWaiting) == 0 &&
+           !task->status_.compare_exchange_weak(word, word | TaskBase::kWorkerWaiting,
+                                                std::memory_order_acquire)) {
+    }
+    if (TaskBase::is_terminal(word)) {
+      parking_.cancel_wait();
+      return;
+    }
+    if (TaskBase* other = find_task(worker)) {
+      parking_.cancel_wait();
+      execute(worker, other);
+      continue;
+    }
+    parking_.commit_wait(key);
+  }
+}
+
+void PoolCore::name_thread(Worker& worker) noexcept {
+  // Linux limits a thread name to 15 characters.
+  const std::string name = (config_.thread_name + "-" + std::to_string(worker.index)).substr(0, 15);
+  pthread_setname_np(worker.thread.native_handle(), name.c_str());
+}
+
+// ---- shutdown ----------------------------------------------------------
+
+void PoolCore::cancel_running() noexcept {
+  // Seq_cst: see execute(). From here on, a task that starts is dropped.
+  cancelling_.store(true, std::memory_order_seq_cst);
+  // Collect the running tasks (each with a reference of our own) while
+  // scanning_ keeps their frames alive, then cancel them outside the scan:
+  // their callbacks are user code and may wait for a worker.
+  std::vector<TaskBase*> running;
+  scanning_.store(true, std::memory_order_seq_cst);
+  for (const auto& worker : workers_) {
+    for (Frame* frame = worker->current.load(std::memory_order_seq_cst); frame != nullptr;
+         frame = frame->outer) {
+      if (frame->task->try_add_ref()) running.push_back(frame->task);
+    }
+  }
+  // Release: pairs with execute()'s acquire wait.
+  scanning_.store(false, std::memory_order_release);
+  scanning_.notify_all();
+  for (TaskBase* task : running) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+    task->release_token_ref();
+  }
+}
+
+void PoolCore::wait_unfinished() noexcept {
+  // Acquire: pairs with retire_unfinished(); the tasks' outcomes and the
+  // statistics are visible once we see zero.
+  for (std::uint64_t left = unfinished_.load(std::memory_order_seq_cst); left != 0;
+       left = unfinished_.load(std::memory_order_seq_cst)) {
+    unfinished_.wait(left, std::memory_order_acquire);
+  }
+}
+
+void PoolCore::discard_leftovers() noexcept {
+  // Once the workers are joined, only tombstones can be left (every task is
+  // terminal): a task dropped after its submitter checked it, enqueued after
+  // the last worker looked. Run when the last pin goes, so no submitter is
+  // still enqueueing.
+  for (auto& queue : injection_) {
+    TaskBase* task = nullptr;
+    while (queue->pop(task)) task->release_token_ref();
+  }
+  for (auto& worker : workers_) {
+    while (TaskBase* task = worker->deque.steal().item) task->release_token_ref();
+  }
+}
+
+void PoolCore::shutdown() {
+  if (is_own_worker()) {
+    throw std::logic_error("quell::ThreadPool::shutdown() called from one of its own workers");
+  }
+  std::lock_guard lock(shutdown_mutex_);
+  if (joined_) return;
+  // Seq_cst: see accept().
+  stopping_.store(true, std::memory_order_seq_cst);
+  if (config_.shutdown_policy == ShutdownPolicy::cancel) cancel_running();
+  wait_unfinished();
+  // Release: pairs with the workers' acquire load; they leave once idle.
+  exiting_.store(true, std::memory_order_release);
+  parking_.notify_all();
+  for (auto& worker : workers_) worker->thread.join();
+  joined_ = true;
+}
+
+void PoolCore::wait_idle() {
+  if (is_own_worker()) {
+    throw std::logic_error("quell::ThreadPool::wait_idle() called from one of its own workers");
+  }
+  wait_unfinished();
+}
+
+ThreadPoolStats PoolCore::stats() const noexcept {
+  // Relaxed sums of monotonic counters: exact once wait_idle() returned,
+  // otherwise a moment's picture. Outcomes are read before what precedes
+  // them (started before submitted) so differences do not go negative.
+  ThreadPoolStats stats;
+  std::uint64_t started = 0;
+  std::uint64_t ended = 0;
+  std::uint64_t dropped = 0;
+  auto add = [&](const Counters& c) {
+    stats.completed += c.completed.load(std::memory_order_relaxed);
+    stats.failed += c.failed.load(std::memory_order_relaxed);
+    stats.cancelled += c.cancelled.load(std::memory_order_relaxed);
+    stats.timed_out += c.timed_out.load(std::memory_order_relaxed);
+    stats.stolen += c.stolen.load(std::memory_order_relaxed);
+    ended += c.ended.load(std::memory_order_relaxed);
+    dropped += c.dropped.load(std::memory_order_relaxed);
+  };
+  auto add_intake = [&](const Counters& c) {
+    started += c.started.load(std::memory_order_relaxed);
+    stats.rejected += c.rejected.load(std::memory_order_relaxed);
+    stats.submitted += c.submitted.load(std::memory_order_relaxed);
+  };
+  add(shared_counters_);
+  for (const auto& worker : workers_) add(worker->counters);
+  add_intake(shared_counters_);
+  for (const auto& worker : workers_) add_intake(worker->counters);
+  const std::uint64_t accepted = stats.submitted - stats.rejected;
+  stats.queued = accepted > started + dropped ? accepted - started - dropped : 0;
+  stats.running = started > ended ? started - ended : 0;
+  return stats;
+}
+
+// ---- the functions the headers declare ----------------------------------
+
+bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options) {
+  return pool->submit(task, options);
+}
+
+namespace {
+
+bool block_until(TaskBase* task, const Clock::time_point* deadline) {
+  // Acquire: pairs with finish()'s release exchange.
+  std::uint32_t word = task->status_.load(std::memory_order_acquire);
+  while (!TaskBase::is_terminal(word)) {
+    if ((word & TaskBase::kThreadWaiting) == 0) {
+      if (!task->status_.compare_exchange_weak(word, word | TaskBase::kThreadWaiting,
+                                               std::memory_order_acquire)) {
+        continue;
+      }
+      word |= TaskBase::kThreadWaiting;
+    }
+    // No lost wake-up: finish() exchanges the word (so the futex sees a
+    // different value) before it reads our bit and wakes.
+    if (deadline != nullptr) {
+      if (!futex_wait_until(task->status_, word, *deadline)) return task->ready();
+    } else {
+      futex_wait(task->status_, word);
+    }
+    word = task->status_.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+}  // namespace
+
+void task_wait(TaskBase* task) {
+  if (task->ready()) return;
+  Worker* worker = this_worker;
+  if (worker != nullptr && task->pool_ == &worker->pool) {
+    worker->pool.help_until(*worker, task);
+  } else {
+    block_until(task, nullptr);
+  }
+}
+
+bool task_wait_until(TaskBase* task, Clock::time_point deadline) {
+  return task->ready() || block_until(task, &deadline);
+}
+
+}  // namespace quell::detail
+
+namespace quell {
+
+namespace {
+ThreadPoolConfig config_with(std::size_t thread_count) {
+  ThreadPoolConfig config;
+  config.thread_count = thread_count;
+  return config;
+}
+}  // namespace
+
+ThreadPool::ThreadPool()
+    : ThreadPool(config_with(std::max<std::size_t>(1, std::thread::hardware_concurrency()))) {}
+
+ThreadPool::ThreadPool(std::size_t thread_count) : ThreadPool(config_with(thread_count)) {}
+
+ThreadPool::ThreadPool(ThreadPoolConfig config) : core_(new detail::PoolCore(std::move(config))) {}
+
+ThreadPool::~ThreadPool() {
+  if (core_->is_own_worker()) {
+    std::fputs("quell::ThreadPool destroyed from one of its own workers\n", stderr);
+    std::terminate();
+  }
+  core_->shutdown();
+  core_->unpin();
+}
+
+void ThreadPool::shutdown() { core_->shutdown(); }
+void ThreadPool::wait_idle() { core_->wait_idle(); }
+std::size_t ThreadPool::thread_count() const noexcept { return core_->thread_count(); }
+ThreadPoolStats ThreadPool::stats() const noexcept { return core_->stats(); }
+
+namespace this_task {
+
+CancellationToken cancellation_token() noexcept {
+  detail::TaskBase* task = detail::this_task_ptr;
+  return task != nullptr ? detail::StateAccess::token(task) : CancellationToken();
+}
+
+bool cancelled() noexcept {
+  const detail::TaskBase* task = detail::this_task_ptr;
+  return task != nullptr && task->cancelled();
+}
+
+}  // namespace this_task
+}  // namespace quell
