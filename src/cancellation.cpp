@@ -105,22 +105,15 @@ std::uint64_t CancelState::wait_unlocked(std::uint64_t word) noexcept {
       }
       word |= kLockWaiters;
     }
-    // No lost wake-up: unlock() sees kLockWaiters and wake_lock_waiters()
-    // clears it (so the value differs from `word` and wait() returns at
-    // once) before it notifies.
+    // No lost wake-up: unlock() sees kLockWaiters and clears it (so the
+    // value differs from `word` and wait() returns at once) before it
+    // notifies. Every sleeper wakes; those that lose the lock again re-set
+    // the bit before sleeping.
     word_.wait(word, std::memory_order_relaxed);
     word = word_.load(std::memory_order_relaxed);
   }
   // Acquire: callers that see the reason here act on it without locking.
   return word_.load(std::memory_order_acquire);
-}
-
-void CancelState::wake_lock_waiters() noexcept {
-  // Relaxed: ordering comes from the lock CAS each woken thread retries.
-  // Every sleeper wakes; those that lose the lock again re-set the bit
-  // before sleeping, so none is left asleep without a bit to wake it.
-  word_.fetch_and(~kLockWaiters, std::memory_order_relaxed);
-  word_.notify_all();
 }
 
 void CancelState::run_callbacks() noexcept {

@@ -28,8 +28,8 @@
 //
 // Costs: polling a token is one acquire load (a plain load on x86); copying a
 // token is one atomic increment; a source's state is one allocation;
-// registering and deregistering a callback are two uncontended atomic
-// read-modify-writes each and no allocation.
+// registering and deregistering a callback are two uncontended CASes each
+// and no allocation.
 
 #include <concepts>
 #include <cstdint>
@@ -188,8 +188,9 @@ class CancellationSource {
 //
 // ~CancellationCallback(): after it returns, the callback is not running and
 // never will. If it is running on another thread, the destructor waits for
-// it; if the destructor is called from inside the callback itself, it does
-// not wait (nothing to wait for, and no deadlock).
+// it. If it runs on this very thread (the destructor is called from inside
+// it, or from code it calls), the destructor does not wait: that would
+// deadlock.
 //
 // The callback runs in a noexcept context: if it throws, std::terminate.
 // Not copyable or movable: its address is registered in the state.

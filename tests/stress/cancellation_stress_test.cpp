@@ -241,6 +241,32 @@ TEST(CancellationRace, LinkedCreatedWhileItsParentIsCancelledEndsCancelled) {
       });
 }
 
+// The last reference can go in a deregistration's unlock while another
+// owner leaves during that lock hold; the unlock must order the other
+// owner's accesses before the state's destruction (TSan reported the free
+// racing them when the unlock was release-only), and must not touch the state
+// after giving up its reference (ASan: a waiter freed it before the notify).
+TEST(CancellationRace, LastReferenceGoesInADeregistrationWhileAnotherOwnerLeaves) {
+  std::optional<CancellationToken> token;
+  std::optional<Callback> callback;
+  race(
+      kRounds,
+      [&](int) {
+        CancellationSource source;
+        token.emplace(source.token());
+        callback.emplace(*token, [] {});
+      },
+      {[&] { callback.reset(); },
+       [&] {
+         { Callback passing(*token, [] {}); }
+         token.reset();
+       }},
+      [&](int round) {
+        ASSERT_FALSE(token.has_value()) << "round " << round;
+        ASSERT_FALSE(callback.has_value()) << "round " << round;
+      });
+}
+
 TEST(CancellationRace, TokensCopiedAndDroppedOnManyThreadsWhileTheLastSourceGoes) {
   std::optional<CancellationSource> source;
   std::optional<CancellationToken> token;

@@ -34,7 +34,9 @@
 //       the list is never put back, so once running_ moves off a node it
 //       never returns to it.
 //   I5  Whoever waits for the lock, or for a running callback, holds a
-//       reference, so the state outlives every waiter and every notify.
+//       reference; whoever notifies holds one until the notify returns (a
+//       waiter can leave without being woken). So the state outlives every
+//       wait and every notify.
 //   I6  The state is destroyed by whoever drops the last reference.
 //
 // Ordering
@@ -247,14 +249,28 @@ class CancelState {
   // Releases the lock, dropping `delta` as well; true if that dropped the
   // last reference (the caller destroys).
   bool unlock(std::uint64_t delta) noexcept {
-    // Release: pairs with the acquire of the next lock() (list writes).
-    const std::uint64_t word = word_.fetch_sub(kLocked + delta, std::memory_order_release);
-    if ((word & kLockWaiters) != 0) wake_lock_waiters();  // waiters hold references (I5)
-    return ((word - delta) >> 32) == 0;
+    // Release: pairs with the acquire of the next lock() (list writes). When
+    // this also drops references, acq_rel: if it is the last, everyone's
+    // accesses must happen-before the caller's destroy().
+    const auto order = delta != 0 ? std::memory_order_acq_rel : std::memory_order_release;
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((word & kLockWaiters) != 0) {
+        // A sleeper may take the lock and free the state as soon as the lock
+        // is free, even before it is woken: keep our reference until the
+        // notify is done, then drop it (I5).
+        word_.fetch_and(~(kLocked | kLockWaiters), std::memory_order_release);
+        word_.notify_all();
+        return delta != 0 && (word_.fetch_sub(delta, std::memory_order_acq_rel) >> 32) == 1;
+      }
+      if (word_.compare_exchange_weak(word, word - kLocked - delta, order,
+                                      std::memory_order_relaxed)) {
+        return ((word - delta) >> 32) == 0;
+      }
+    }
   }
 
   std::uint64_t wait_unlocked(std::uint64_t word) noexcept;
-  void wake_lock_waiters() noexcept;
   void run_callbacks() noexcept;
   void deregister_taken(CallbackNode* node) noexcept;
   void destroy() noexcept;
@@ -286,9 +302,13 @@ class CancelLink : public CallbackNode {
   void attach(CancelState* parent, CancelState* child) noexcept;
 
   // Leaves the parent, if registered, waiting for a fire() running on
-  // another thread; drops the reference held on the parent.
+  // another thread; drops the reference held on the parent. parent_ is
+  // cleared only after deregister() returns: a fire() on another thread
+  // reads it until then.
   void detach() noexcept {
-    if (parent_ != nullptr) std::exchange(parent_, nullptr)->deregister(this);
+    if (parent_ == nullptr) return;
+    parent_->deregister(this);
+    parent_ = nullptr;
   }
 
   // The parent registered on (and referenced), or null.
