@@ -163,9 +163,15 @@ class PoolCore {
 
   bool accept() noexcept;
   void retire_unfinished() noexcept {
-    // Acq_rel: the statistics and outcome written before it happen-before a
-    // wait_idle() that sees zero.
-    if (unfinished_.fetch_sub(1, std::memory_order_acq_rel) == 1) unfinished_.notify_all();
+    // Seq_cst decrement then seq_cst load of idle_waiters_, against
+    // wait_unfinished()'s seq_cst increment of idle_waiters_ then seq_cst
+    // load of unfinished_: a waiter either sees zero or is notified. The
+    // decrement's release also publishes the statistics and outcome written
+    // before it to the waiter that sees zero.
+    if (unfinished_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        idle_waiters_.load(std::memory_order_seq_cst) != 0) {
+      unfinished_.notify_all();
+    }
   }
   void reject(TaskBase* task, Counters& counters) noexcept;
   void enqueue(TaskBase* task);
@@ -188,6 +194,7 @@ class PoolCore {
   Counters shared_counters_{true};
   // Accepted tasks not yet retired (see T5 in detail/task.hpp).
   alignas(kCacheLine) std::atomic<std::uint64_t> unfinished_{0};
+  std::atomic<std::uint32_t> idle_waiters_{0};  // threads in wait_unfinished()
   // Accepted tasks neither started nor dropped; kept only when bounded.
   alignas(kCacheLine) std::atomic<std::size_t> bounded_queued_{0};
   alignas(kCacheLine) std::atomic<bool> stopping_{false};  // intake closed
@@ -481,12 +488,14 @@ void PoolCore::cancel_running() noexcept {
 }
 
 void PoolCore::wait_unfinished() noexcept {
-  // Acquire: pairs with retire_unfinished(); the tasks' outcomes and the
-  // statistics are visible once we see zero.
+  // Seq_cst: see retire_unfinished(). The loads also acquire its release, so
+  // the tasks' outcomes and the statistics are visible once we see zero.
+  idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
   for (std::uint64_t left = unfinished_.load(std::memory_order_seq_cst); left != 0;
        left = unfinished_.load(std::memory_order_seq_cst)) {
-    unfinished_.wait(left, std::memory_order_acquire);
+    unfinished_.wait(left, std::memory_order_seq_cst);
   }
+  idle_waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: publishes nothing
 }
 
 void PoolCore::discard_leftovers() noexcept {

@@ -27,6 +27,14 @@
 // A sleeper can wake without work (a bump meant for someone else); callers
 // loop, so that costs only a retry.
 //
+// One wake at a time: a notifier that finds a wake already pending (issued,
+// and the woken worker not yet back) does not issue another; the system call
+// is paid once per idle-to-busy transition, not once per submission. Every
+// worker leaving a wait (woken or not) clears the flag with an exchange that
+// reads the notifier's exchange, so what the notifier published
+// happens-before that worker's next look at the queues, and the worker finds
+// the work the skipped notify was for.
+//
 // Thread safety: thread-safe.
 
 #include <atomic>
@@ -50,12 +58,14 @@ class Parking {
   void cancel_wait() noexcept {
     // Relaxed: leaving the count publishes nothing.
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    // Acq_rel: reads a pending notifier's exchange (see above).
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
   }
 
   void commit_wait(std::uint32_t key) noexcept {
     // Acquire: as in prepare_wait().
     epoch_.wait(key, std::memory_order_acquire);
-    sleepers_.fetch_sub(1, std::memory_order_relaxed);  // as cancel_wait()
+    cancel_wait();
   }
 
   void notify_one() noexcept { notify(false); }
@@ -67,6 +77,8 @@ class Parking {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Relaxed: the fences carry the ordering.
     if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+    // Acq_rel: a worker's exchange in cancel_wait() reads ours (see above).
+    if (!all && wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
     // Release: pairs with the acquire epoch loads of waiters.
     epoch_.fetch_add(1, std::memory_order_release);
     if (all) {
@@ -78,6 +90,7 @@ class Parking {
 
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};  // workers between prepare and wake
   alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};     // bumped by notifiers
+  std::atomic<bool> wake_pending_{false};  // a wake issued, its worker not back yet
 };
 
 }  // namespace quell::detail
