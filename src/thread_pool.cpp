@@ -402,8 +402,15 @@ TaskBase* PoolCore::find_task(Worker& worker) noexcept {
   return steal(worker);
 }
 
+// Leaving a wait clears the parking lot's pending wake, and notifiers skip
+// their wake while one is pending (see detail/parking.hpp). So a worker that
+// leaves a wait and then takes a task, or goes back to a task of its own,
+// passes the wake on: otherwise work queued behind the one it took could wait,
+// with another worker asleep, for as long as that task runs.
+
 void PoolCore::run_worker(Worker& worker) noexcept {
   this_worker = &worker;
+  bool woke = false;
   for (;;) {
     TaskBase* task = find_task(worker);
     for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
@@ -411,12 +418,14 @@ void PoolCore::run_worker(Worker& worker) noexcept {
       task = find_task(worker);
     }
     if (task != nullptr) {
+      if (std::exchange(woke, false)) parking_.notify_one();
       execute(worker, task);
       continue;
     }
     const std::uint32_t key = parking_.prepare_wait();
     if ((task = find_task(worker)) != nullptr) {
       parking_.cancel_wait();
+      parking_.notify_one();
       execute(worker, task);
       continue;
     }
@@ -426,12 +435,15 @@ void PoolCore::run_worker(Worker& worker) noexcept {
       return;
     }
     parking_.commit_wait(key);
+    woke = true;
   }
 }
 
 void PoolCore::help_until(Worker& worker, TaskBase* task) {
+  bool woke = false;
   while (!task->ready()) {
     if (TaskBase* other = find_task(worker)) {
+      if (std::exchange(woke, false)) parking_.notify_one();
       execute(worker, other);
       continue;
     }
@@ -445,15 +457,19 @@ void PoolCore::help_until(Worker& worker, TaskBase* task) {
     }
     if (TaskBase::is_terminal(word)) {
       parking_.cancel_wait();
+      parking_.notify_one();
       return;
     }
     if (TaskBase* other = find_task(worker)) {
       parking_.cancel_wait();
+      parking_.notify_one();
       execute(worker, other);
       continue;
     }
     parking_.commit_wait(key);
+    woke = true;
   }
+  if (woke) parking_.notify_one();
 }
 
 void PoolCore::name_thread(Worker& worker) noexcept {

@@ -33,7 +33,10 @@
 // worker leaving a wait (woken or not) clears the flag with an exchange that
 // reads the notifier's exchange, so what the notifier published
 // happens-before that worker's next look at the queues, and the worker finds
-// the work the skipped notify was for.
+// the work the skipped notify was for. A worker that leaves a wait and then
+// runs a task (or returns to one) instead of looking further calls
+// notify_one() first, passing the wake on: the work behind it may need
+// another worker.
 //
 // Thread safety: thread-safe.
 
