@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <ctime>
 
 namespace quell::detail {
@@ -40,8 +39,8 @@ bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expe
   return true;
 }
 
-void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept {
-  futex(word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, 0);
+void futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+  futex(word, FUTEX_WAKE_PRIVATE, static_cast<std::uint32_t>(count), nullptr, 0);
 }
 
 }  // namespace quell::detail

@@ -130,7 +130,7 @@ class PoolCore {
 
   bool submit(TaskBase* task, const TaskOptions& options);
   void drop(TaskBase* task) noexcept;
-  void help_until(Worker& worker, TaskBase* task);
+  bool help_until(Worker& worker, TaskBase* task, const Clock::time_point* deadline);
   void shutdown();
   void wait_idle();
   ThreadPoolStats stats() const noexcept;
@@ -439,9 +439,10 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   }
 }
 
-void PoolCore::help_until(Worker& worker, TaskBase* task) {
+bool PoolCore::help_until(Worker& worker, TaskBase* task, const Clock::time_point* deadline) {
   bool woke = false;
   while (!task->ready()) {
+    if (deadline != nullptr && Clock::now() >= *deadline) break;
     if (TaskBase* other = find_task(worker)) {
       if (std::exchange(woke, false)) parking_.notify_one();
       execute(worker, other);
@@ -458,7 +459,7 @@ void PoolCore::help_until(Worker& worker, TaskBase* task) {
     if (TaskBase::is_terminal(word)) {
       parking_.cancel_wait();
       parking_.notify_one();
-      return;
+      return true;
     }
     if (TaskBase* other = find_task(worker)) {
       parking_.cancel_wait();
@@ -466,10 +467,11 @@ void PoolCore::help_until(Worker& worker, TaskBase* task) {
       execute(worker, other);
       continue;
     }
-    parking_.commit_wait(key);
+    parking_.commit_wait(key, deadline);
     woke = true;
   }
   if (woke) parking_.notify_one();
+  return task->ready();
 }
 
 void PoolCore::name_thread(Worker& worker) noexcept {
@@ -615,20 +617,57 @@ bool block_until(TaskBase* task, const Clock::time_point* deadline) {
   return true;
 }
 
+// A worker of the task's pool, or null.
+Worker* helper_for(const TaskBase* task) noexcept {
+  Worker* worker = this_worker;
+  return worker != nullptr && task->pool_ == &worker->pool ? worker : nullptr;
+}
+
 }  // namespace
 
 void task_wait(TaskBase* task) {
   if (task->ready()) return;
-  Worker* worker = this_worker;
-  if (worker != nullptr && task->pool_ == &worker->pool) {
-    worker->pool.help_until(*worker, task);
+  if (Worker* worker = helper_for(task)) {
+    worker->pool.help_until(*worker, task, nullptr);
   } else {
     block_until(task, nullptr);
   }
 }
 
 bool task_wait_until(TaskBase* task, Clock::time_point deadline) {
-  return task->ready() || block_until(task, &deadline);
+  if (task->ready()) return true;
+  if (Worker* worker = helper_for(task)) return worker->pool.help_until(*worker, task, &deadline);
+  return block_until(task, &deadline);
+}
+
+bool task_wait_or_stop(TaskBase* task, const CancellationToken& stop) {
+  if (task->ready()) return true;
+  // The callback wakes the futex: it clears kThreadWaiting (so a waiter
+  // about to sleep sees a changed word) and wakes every sleeper. The waiter
+  // sets the bit before it reads `stopped`, so either it sees `stopped`, or
+  // the callback's clear comes after its bit and changes the word it sleeps
+  // on. Acq_rel on both RMWs carries `stopped` from the one to the other.
+  std::atomic<bool> stopped{false};
+  CancellationCallback wake(stop, [&stopped, task]() noexcept {
+    stopped.store(true, std::memory_order_relaxed);
+    task->status_.fetch_and(~TaskBase::kThreadWaiting, std::memory_order_acq_rel);
+    futex_wake_all(task->status_);
+  });
+  std::uint32_t word = task->status_.load(std::memory_order_acquire);
+  while (!TaskBase::is_terminal(word)) {
+    if ((word & TaskBase::kThreadWaiting) == 0) {
+      if (!task->status_.compare_exchange_weak(word, word | TaskBase::kThreadWaiting,
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+        continue;
+      }
+      word |= TaskBase::kThreadWaiting;
+    }
+    if (stopped.load(std::memory_order_relaxed)) return task->ready();
+    futex_wait(task->status_, word);
+    word = task->status_.load(std::memory_order_acquire);
+  }
+  return true;
 }
 
 }  // namespace quell::detail

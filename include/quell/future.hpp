@@ -10,8 +10,9 @@
 // ready() and error() keep working after get().
 //
 // Waiting on a future from one of its pool's workers does not block the
-// worker: it runs or steals other tasks of the pool until the future is ready,
-// so fork-join never deadlocks, even with one worker.
+// worker: it runs or steals other tasks of the pool until the future is ready
+// (or the wait's deadline passes), so fork-join never deadlocks, even with
+// one worker. wait(token) on a worker blocks without helping.
 //
 // Dropping a future neither cancels nor waits for its task.
 //
@@ -47,6 +48,8 @@ namespace detail {
 void task_wait(TaskBase* task);
 // Blocks until `task` is terminal or `deadline` passes; true if terminal.
 bool task_wait_until(TaskBase* task, std::chrono::steady_clock::time_point deadline);
+// Blocks until `task` is terminal or `stop` is cancelled; true if terminal.
+bool task_wait_or_stop(TaskBase* task, const CancellationToken& stop);
 }  // namespace detail
 
 template <class T>
@@ -88,6 +91,12 @@ class Future {
       }
       return true;
     }
+  }
+
+  // False if `stop` was cancelled first; true once the future is ready, even
+  // when `stop` is cancelled too. Wakes promptly on either (no polling).
+  bool wait(const CancellationToken& stop) const {
+    return detail::task_wait_or_stop(checked(), stop);
   }
 
   T get() {

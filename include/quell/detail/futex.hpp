@@ -20,7 +20,11 @@ void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected) 
 bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                       std::chrono::steady_clock::time_point deadline) noexcept;
 
-// Wakes every thread sleeping on `word`.
-void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept;
+// Wakes up to `count` threads sleeping on `word`.
+inline constexpr int kWakeAll = 0x7FFFFFFF;
+void futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept;
+inline void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept {
+  futex_wake(word, kWakeAll);
+}
 
 }  // namespace quell::detail

@@ -4,7 +4,8 @@
 //
 // A worker that found no work:
 //
-//   key = prepare_wait();        // sleepers += 1; seq_cst fence; key = epoch
+//   key = prepare_wait();        // sleepers += 1; seq_cst fence; clear the
+//                                // pending wake; key = epoch
 //   if (work is visible now) cancel_wait();   // re-check every queue
 //   else commit_wait(key);       // sleep while epoch == key
 //
@@ -36,14 +37,20 @@
 // the work the skipped notify was for. A worker that leaves a wait and then
 // runs a task (or returns to one) instead of looking further calls
 // notify_one() first, passing the wake on: the work behind it may need
-// another worker.
+// another worker. prepare_wait() clears the flag too, before its re-check:
+// a notifier that read sleepers > 0 just before the last sleeper left may set
+// the flag after that sleeper's exchange, with no wake really in flight; the
+// next worker to prepare a wait clears it again (and re-checks the queues),
+// so the flag cannot stay set while every worker sleeps.
 //
 // Thread safety: thread-safe.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "quell/detail/config.hpp"
+#include "quell/detail/futex.hpp"
 
 namespace quell::detail {
 
@@ -54,6 +61,8 @@ class Parking {
     // the caller's re-check (see above).
     sleepers_.fetch_add(1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acq_rel: reads a pending notifier's exchange (see above).
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
     // Acquire: pairs with the release bump in notify().
     return epoch_.load(std::memory_order_acquire);
   }
@@ -65,9 +74,14 @@ class Parking {
     wake_pending_.exchange(false, std::memory_order_acq_rel);
   }
 
-  void commit_wait(std::uint32_t key) noexcept {
-    // Acquire: as in prepare_wait().
-    epoch_.wait(key, std::memory_order_acquire);
+  // Sleeps while the epoch is `key` (or until `deadline`, if given).
+  void commit_wait(std::uint32_t key,
+                   const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+    if (deadline != nullptr) {
+      futex_wait_until(epoch_, key, *deadline);
+    } else {
+      futex_wait(epoch_, key);
+    }
     cancel_wait();
   }
 
@@ -84,11 +98,7 @@ class Parking {
     if (!all && wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
     // Release: pairs with the acquire epoch loads of waiters.
     epoch_.fetch_add(1, std::memory_order_release);
-    if (all) {
-      epoch_.notify_all();
-    } else {
-      epoch_.notify_one();
-    }
+    futex_wake(epoch_, all ? kWakeAll : 1);
   }
 
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};  // workers between prepare and wake

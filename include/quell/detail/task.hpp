@@ -110,7 +110,10 @@ class TaskSlot : public TaskBase {
   R& value() noexcept { return value_; }
 
  protected:
-  using TaskBase::TaskBase;
+  // User-provided, leaving value_ unborn: an inherited constructor would
+  // default-initialise the union, which R's non-trivial constructor deletes.
+  TaskSlot(const Ops* ops, std::uint32_t refs, std::uint32_t sources) noexcept
+      : TaskBase(ops, refs, sources) {}
   ~TaskSlot() {}  // the node's destroy hook ends value_'s life if it began
 
   union {
