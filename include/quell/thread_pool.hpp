@@ -83,9 +83,12 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // F is invocable as f() or f(CancellationToken) (the token form wins when
-  // both are); R is its decayed result type.
+  // both are); R is its decayed result type. The options are taken by
+  // reference: a copy would copy the token, two atomic operations on a
+  // state that every task sharing the token contends for.
   template <class F>
-  auto submit(F&& f, TaskOptions options = {}) -> Future<detail::TaskResultOf<std::decay_t<F>>> {
+  auto submit(F&& f, const TaskOptions& options = {})
+      -> Future<detail::TaskResultOf<std::decay_t<F>>> {
     using R = detail::TaskResultOf<std::decay_t<F>>;
     auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 2, 1);
     detail::pool_submit(core_, task, options);
@@ -93,7 +96,7 @@ class ThreadPool {
   }
 
   template <class F>
-  auto handle(F&& f, TaskOptions options = {})
+  auto handle(F&& f, const TaskOptions& options = {})
       -> TaskHandle<detail::TaskResultOf<std::decay_t<F>>> {
     using R = detail::TaskResultOf<std::decay_t<F>>;
     // The handle's source adds a reference and a source.
@@ -104,7 +107,7 @@ class ThreadPool {
 
   // Fire and forget: false if rejected.
   template <class F>
-  bool post(F&& f, TaskOptions options = {}) {
+  bool post(F&& f, const TaskOptions& options = {}) {
     using R = detail::TaskResultOf<std::decay_t<F>>;
     auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 1, 1);
     return detail::pool_submit(core_, task, options);
