@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -24,11 +25,13 @@ using Clock = std::chrono::steady_clock;
 
 const Clock::time_point start = Clock::now();
 
-template <class... Args>
-void say(const char* format, Args... args) {
+[[gnu::format(printf, 1, 2)]] void say(const char* format, ...) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
   std::printf("[%5lld ms] ", static_cast<long long>(ms.count()));
-  std::printf(format, args...);
+  va_list args;
+  va_start(args, format);
+  std::vprintf(format, args);
+  va_end(args);
   std::printf("\n");
   std::fflush(stdout);
 }
