@@ -74,6 +74,11 @@ inline std::vector<Future<void>> block_workers(ThreadPool& pool, const Gate& gat
       started->count_down();
       gate.wait();
     }));
+    // It cannot end before the gate opens: ready now means rejected.
+    if (blockers.back().ready()) {
+      ADD_FAILURE() << "a blocker was not accepted: " << to_string(blockers.back().status());
+      break;
+    }
     started->wait();
   }
   return blockers;
