@@ -4,8 +4,8 @@
 //
 // A worker that found no work:
 //
-//   key = prepare_wait();        // sleepers += 1; seq_cst fence; clear the
-//                                // pending wake; key = epoch
+//   key = prepare_wait();        // sleepers += 1; seq_cst fence;
+//                                // key = epoch; clear the pending wake
 //   if (work is visible now) cancel_wait();   // re-check every queue
 //   else commit_wait(key);       // sleep while epoch == key
 //
@@ -43,6 +43,15 @@
 // next worker to prepare a wait clears it again (and re-checks the queues),
 // so the flag cannot stay set while every worker sleeps.
 //
+// Key before clear: prepare_wait() reads the epoch before it clears the flag.
+// A notifier whose exchange comes after the clear reads it (acq_rel), so the
+// key load happens-before that notifier's bump and cannot see it: the key is
+// stale and commit_wait() returns at once. Read the other way round, a
+// notifier could slip in between, set the flag, bump and wake nobody; the
+// worker would take the bumped epoch as its key and, if another worker took
+// the work, sleep with the flag stuck set, so every later notify_one()
+// skipped its wake.
+//
 // Thread safety: thread-safe.
 
 #include <atomic>
@@ -61,10 +70,13 @@ class Parking {
     // the caller's re-check (see above).
     sleepers_.fetch_add(1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acquire: pairs with the release bump in notify(). Read before the flag
+    // is cleared, so that a notifier whose exchange follows the clear bumps
+    // the epoch past the key (see "Key before clear" above).
+    const std::uint32_t key = epoch_.load(std::memory_order_acquire);
     // Acq_rel: reads a pending notifier's exchange (see above).
     wake_pending_.exchange(false, std::memory_order_acq_rel);
-    // Acquire: pairs with the release bump in notify().
-    return epoch_.load(std::memory_order_acquire);
+    return key;
   }
 
   void cancel_wait() noexcept {
