@@ -15,7 +15,9 @@
 #include "quell/detail/config.hpp"
 #include "quell/detail/futex.hpp"
 #include "quell/detail/parking.hpp"
+#include "quell/detail/task_set.hpp"
 #include "quell/detail/work_deque.hpp"
+#include "timers.hpp"
 
 namespace quell::detail {
 namespace {
@@ -110,10 +112,8 @@ thread_local TaskBase* this_task_ptr = nullptr;
 
 class PoolCore {
  public:
-  explicit PoolCore(ThreadPoolConfig config) : config_(std::move(config)) {
-    if (config_.thread_count == 0) {
-      throw std::invalid_argument("quell::ThreadPool: thread_count must be at least 1");
-    }
+  explicit PoolCore(ThreadPoolConfig config)
+      : config_(checked(std::move(config))), timers_(this, &start_delayed, config_.thread_name) {
     for (auto& queue : injection_) queue = std::make_unique<Injection>(1024);
     workers_.reserve(config_.thread_count);
     for (std::size_t i = 0; i < config_.thread_count; ++i) {
@@ -128,9 +128,12 @@ class PoolCore {
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
 
-  bool submit(TaskBase* task, const TaskOptions& options);
+  bool submit(TaskBase* task, const TaskOptions& options, const Placement& placement);
   void drop(TaskBase* task) noexcept;
-  bool help_until(Worker& worker, TaskBase* task, const Clock::time_point* deadline);
+  template <class Target>
+  bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
+  void wake_helpers() noexcept { parking_.notify_all(); }
+  TimerService& timers() noexcept { return timers_; }
   void shutdown();
   void wait_idle();
   ThreadPoolStats stats() const noexcept;
@@ -156,6 +159,18 @@ class PoolCore {
   using Injection = boost::lockfree::queue<TaskBase*>;
 
   ~PoolCore() { discard_leftovers(); }
+
+  static ThreadPoolConfig checked(ThreadPoolConfig config) {
+    if (config.thread_count == 0) {
+      throw std::invalid_argument("quell::ThreadPool: thread_count must be at least 1");
+    }
+    return config;
+  }
+  // The timer service's hand-over of a due delayed task (queue's reference).
+  static void start_delayed(PoolCore* pool, TaskBase* task) {
+    pool->enqueue(task);
+    pool->parking_.notify_one();
+  }
 
   Counters& counters_here() noexcept {
     return is_own_worker() ? this_worker->counters : shared_counters_;
@@ -188,6 +203,7 @@ class PoolCore {
   void name_thread(Worker& worker) noexcept;
 
   const ThreadPoolConfig config_;
+  TimerService timers_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Injection> injection_[kPriorities];  // indexed by TaskPriority
   Parking parking_;
@@ -237,7 +253,7 @@ void PoolCore::reject(TaskBase* task, Counters& counters) noexcept {
   task->release_token_ref();  // the queue's reference
 }
 
-bool PoolCore::submit(TaskBase* task, const TaskOptions& options) {
+bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placement& placement) {
   Counters& counters = counters_here();
   task->pool_ = this;
   task->id_ = next_task_id();
@@ -247,21 +263,36 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options) {
     reject(task, counters);
     return false;
   }
-  if (options.timeout()) {
-    task->deadline_ = Clock::now() + *options.timeout();
-  } else if (options.deadline()) {
-    task->deadline_ = *options.deadline();
+  const bool timed = options.timeout() || options.deadline();
+  if (timed) {
+    // Read once: the deadline entry and the start check must agree.
+    task->deadline_ = options.timeout() ? Clock::now() + *options.timeout() : *options.deadline();
   }
-  // Either may resolve the task at once (inline, through task_on_cancel).
+  // Before the links: once linked, another thread may resolve the task and
+  // read timed_ in finish().
+  task->timed_ = timed || placement.start != nullptr;
+  // Each may resolve the task at once (inline, through task_on_cancel).
   CancelState* parent = StateAccess::state(options.cancellation());
   if (parent != &never_cancelled) task->origin_.attach(parent, task);
-  if (task->deadline_ != Clock::time_point::max() && task->deadline_ <= Clock::now()) {
+  if (placement.set_state != nullptr) placement.set_link->attach(placement.set_state, task);
+  const Clock::time_point now = timed || placement.start != nullptr ? Clock::now() : Clock::time_point{};
+  if (timed && task->deadline_ <= now) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
   }
   // Relaxed: only a shortcut. A task dropped after this load is enqueued as
   // a tombstone, which a worker (or, after shutdown, ~PoolCore) discards.
   if ((task->status_.load(std::memory_order_relaxed) & TaskBase::kValueMask) != TaskBase::kQueued) {
     task->release_token_ref();  // resolved already: the queue's reference goes unused
+    return true;
+  }
+  if (timed) timers_.add_deadline(task, task->deadline_);
+  if (placement.start != nullptr && *placement.start > now) {
+    if (!timers_.add_start(task, *placement.start)) {
+      // A shutdown began after we were accepted: resolved as the delayed
+      // tasks it found were (cancelled, reason shutdown).
+      task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+      task->release_token_ref();
+    }
     return true;
   }
   enqueue(task);  // from here on the task may be run and freed: do not touch it
@@ -289,6 +320,8 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
   if ((old & TaskBase::kWorkerWaiting) != 0) parking_.notify_all();
   task->origin_.detach();
+  if (task->timed_) timers_.entry_died();
+  if (auto* finished = task->ops()->finished) finished(task, outcome);
   retire_unfinished();
 }
 
@@ -439,9 +472,36 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   }
 }
 
-bool PoolCore::help_until(Worker& worker, TaskBase* task, const Clock::time_point* deadline) {
+// What a worker can wait for while it helps: a task, or a WaitCount. done()
+// loads with acquire; arm() asks the completer to wake the parking lot and
+// returns false if the thing is done already (then its work is visible).
+struct TaskTarget {
+  TaskBase* task;
+  bool done() const noexcept { return task->ready(); }
+  bool arm() const noexcept {
+    // Acquire: if the task is terminal, the caller reads its outcome next.
+    std::uint32_t word = task->status_.load(std::memory_order_acquire);
+    while (!TaskBase::is_terminal(word) && (word & TaskBase::kWorkerWaiting) == 0 &&
+           !task->status_.compare_exchange_weak(word, word | TaskBase::kWorkerWaiting,
+                                                std::memory_order_acquire)) {
+    }
+    return !TaskBase::is_terminal(word);
+  }
+};
+
+struct CountTarget {
+  const WaitCount& count;
+  bool done() const noexcept { return count.count() == 0; }
+  bool arm() const noexcept {
+    std::uint32_t word = 0;
+    return count.arm(WaitCount::kWorkerWaiting, word);
+  }
+};
+
+template <class Target>
+bool PoolCore::help_until(Worker& worker, const Target& target, const Clock::time_point* deadline) {
   bool woke = false;
-  while (!task->ready()) {
+  while (!target.done()) {
     if (deadline != nullptr && Clock::now() >= *deadline) break;
     if (TaskBase* other = find_task(worker)) {
       if (std::exchange(woke, false)) parking_.notify_one();
@@ -449,14 +509,8 @@ bool PoolCore::help_until(Worker& worker, TaskBase* task, const Clock::time_poin
       continue;
     }
     const std::uint32_t key = parking_.prepare_wait();
-    // Ask the completer to wake the parking lot (T3). Acquire: if the task
-    // is terminal, we read its outcome next.
-    std::uint32_t word = task->status_.load(std::memory_order_acquire);
-    while (!TaskBase::is_terminal(word) && (word & TaskBase::kWorkerWaiting) == 0 &&
-           !task->status_.compare_exchange_weak(word, word | TaskBase::kWorkerWaiting,
-                                                std::memory_order_acquire)) {
-    }
-    if (TaskBase::is_terminal(word)) {
+    // Ask the completer to wake the parking lot (T3, W2).
+    if (!target.arm()) {
       parking_.cancel_wait();
       parking_.notify_one();
       return true;
@@ -471,7 +525,7 @@ bool PoolCore::help_until(Worker& worker, TaskBase* task, const Clock::time_poin
     woke = true;
   }
   if (woke) parking_.notify_one();
-  return task->ready();
+  return target.done();
 }
 
 void PoolCore::name_thread(Worker& worker) noexcept {
@@ -538,12 +592,16 @@ void PoolCore::shutdown() {
   if (joined_) return;
   // Seq_cst: see accept().
   stopping_.store(true, std::memory_order_seq_cst);
+  // Delayed tasks not yet due are resolved now, whatever the policy: a
+  // shutdown never waits for a timer. Deadlines keep firing until the end.
+  timers_.close_starts();
   if (config_.shutdown_policy == ShutdownPolicy::cancel) cancel_running();
   wait_unfinished();
   // Release: pairs with the workers' acquire load; they leave once idle.
   exiting_.store(true, std::memory_order_release);
   parking_.notify_all();
   for (auto& worker : workers_) worker->thread.join();
+  timers_.stop();
   joined_ = true;
 }
 
@@ -589,7 +647,26 @@ ThreadPoolStats PoolCore::stats() const noexcept {
 // ---- the functions the headers declare ----------------------------------
 
 bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options) {
-  return pool->submit(task, options);
+  return pool->submit(task, options, Placement{});
+}
+
+bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
+                 const Placement& placement) {
+  return pool->submit(task, options, placement);
+}
+
+void pool_wake_helpers(PoolCore* pool) noexcept { pool->wake_helpers(); }
+
+TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
+
+void wait_count_zero(const WaitCount& count, PoolCore* pool) {
+  if (count.count() == 0) return;
+  Worker* worker = this_worker;
+  if (worker != nullptr && &worker->pool == pool) {
+    pool->help_until(*worker, CountTarget{count}, nullptr);
+  } else {
+    count.block();
+  }
 }
 
 namespace {
@@ -628,7 +705,7 @@ Worker* helper_for(const TaskBase* task) noexcept {
 void task_wait(TaskBase* task) {
   if (task->ready()) return;
   if (Worker* worker = helper_for(task)) {
-    worker->pool.help_until(*worker, task, nullptr);
+    worker->pool.help_until(*worker, TaskTarget{task}, nullptr);
   } else {
     block_until(task, nullptr);
   }
@@ -636,7 +713,9 @@ void task_wait(TaskBase* task) {
 
 bool task_wait_until(TaskBase* task, Clock::time_point deadline) {
   if (task->ready()) return true;
-  if (Worker* worker = helper_for(task)) return worker->pool.help_until(*worker, task, &deadline);
+  if (Worker* worker = helper_for(task)) {
+    return worker->pool.help_until(*worker, TaskTarget{task}, &deadline);
+  }
   return block_until(task, &deadline);
 }
 
@@ -699,6 +778,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::shutdown() { core_->shutdown(); }
+detail::PoolCore* detail::PoolAccess::core(const ThreadPool& pool) noexcept { return pool.core_; }
 void ThreadPool::wait_idle() { core_->wait_idle(); }
 std::size_t ThreadPool::thread_count() const noexcept { return core_->thread_count(); }
 ThreadPoolStats ThreadPool::stats() const noexcept { return core_->stats(); }

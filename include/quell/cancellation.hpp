@@ -238,6 +238,8 @@ namespace detail {
 // How the rest of quell reaches the state behind tokens and sources.
 struct StateAccess {
   static CancelState* state(const CancellationToken& token) noexcept { return token.state_; }
+  // The source's state, or null once moved from.
+  static CancelState* state(const CancellationSource& source) noexcept { return source.state_; }
   // A token of `state`, taking a new reference.
   static CancellationToken token(CancelState* state) noexcept {
     state->add_token_ref();

@@ -143,6 +143,7 @@ class Future {
 
  private:
   friend class ThreadPool;
+  friend class TaskGroup;
   template <class>
   friend class TaskHandle;
 

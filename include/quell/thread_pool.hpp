@@ -8,8 +8,11 @@
 // Idle workers steal, spin briefly, then sleep; a submission wakes one.
 //
 // Every task has its own cancellation state, cancelled when any of these
-// is: the options' token, the handle (handle()), its deadline (checked when
-// it starts), a `cancel` shutdown. A queued task whose state is cancelled is
+// is: the options' token, the handle (handle()), the group or scope that
+// spawned it, its deadline, a `cancel` shutdown. Deadlines and delayed starts
+// (submit_after(), submit_at()) are kept by the pool's timer thread
+// (docs/timers.md): a queued task whose deadline passes is resolved
+// timed_out at the deadline; a running one sees its token cancelled then. A queued task whose state is cancelled is
 // dropped at once, on the cancelling thread: its future becomes ready
 // (cancelled, or timed_out for a deadline) and its callable, with everything
 // it captured, is destroyed then. A running task is never interrupted: it
@@ -29,6 +32,7 @@
 // runs; everything the task did happens-before its future is seen ready, and
 // before wait_idle() returns.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -38,6 +42,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/task.hpp"
+#include "quell/detail/task_set.hpp"
 #include "quell/future.hpp"
 #include "quell/task_handle.hpp"
 #include "quell/task_options.hpp"
@@ -70,6 +75,14 @@ namespace detail {
 // Assigns the task to `pool`, then accepts and enqueues it, or resolves it
 // as rejected. Consumes the queue's reference either way. False if rejected.
 bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options);
+
+}  // namespace detail
+class ThreadPool;
+namespace detail {
+// How groups, scopes and periodic tasks reach the pool's core.
+struct PoolAccess {
+  static PoolCore* core(const ThreadPool& pool) noexcept;
+};
 }  // namespace detail
 
 class ThreadPool {
@@ -105,6 +118,28 @@ class ThreadPool {
     return TaskHandle<R>(detail::StateAccess::adopt_source(task), Future<R>(task));
   }
 
+  // As submit(), the task starting no earlier than `delay` from now (or at
+  // `when`). Until then it is queued: it counts in stats().queued and
+  // against max_queue_size, wait_idle() waits for it, its deadline applies,
+  // and cancelling it drops it at once. A shutdown resolves it cancelled
+  // (reason shutdown) without waiting.
+  template <class F>
+  auto submit_after(std::chrono::steady_clock::duration delay, F&& f,
+                    const TaskOptions& options = {})
+      -> Future<detail::TaskResultOf<std::decay_t<F>>> {
+    return submit_at(detail::saturated_after(delay), std::forward<F>(f), options);
+  }
+
+  template <class F>
+  auto submit_at(std::chrono::steady_clock::time_point when, F&& f,
+                 const TaskOptions& options = {})
+      -> Future<detail::TaskResultOf<std::decay_t<F>>> {
+    using R = detail::TaskResultOf<std::decay_t<F>>;
+    auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 2, 1);
+    detail::pool_submit(core_, task, options, detail::Placement{nullptr, nullptr, &when});
+    return Future<R>(task);
+  }
+
   // Fire and forget: false if rejected.
   template <class F>
   bool post(F&& f, const TaskOptions& options = {}) {
@@ -125,6 +160,8 @@ class ThreadPool {
   ThreadPoolStats stats() const noexcept;
 
  private:
+  friend struct detail::PoolAccess;
+
   detail::PoolCore* core_;
 };
 

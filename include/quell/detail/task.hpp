@@ -27,6 +27,9 @@
 //       the task (to run it, or to discard a dropped one).
 //   T5  An accepted task counts once in its pool's unfinished tasks, from
 //       acceptance to its terminal exchange.
+//   T6  A task of a group or scope (a tracked task) counts once in its set's
+//       pending tasks, from spawn until the finished hook, which runs after
+//       the terminal exchange and is the last access to the set.
 //
 // Ordering: the terminal exchange is a release; ready() and the waits load
 // with acquire. So the result, the error and the callable's destruction
@@ -46,6 +49,10 @@ namespace quell::detail {
 
 class PoolCore;
 class TaskBase;
+class TaskSet;
+
+// A tracked task's end, told to its group or scope (detail/task_set.hpp).
+inline void task_set_ended(TaskSet* set, TaskBase* task, std::uint32_t outcome) noexcept;
 
 // The hook every task's state runs first when its token fires: moves a
 // queued task to dropping, destroys its callable and resolves it. Defined
@@ -76,6 +83,8 @@ class TaskBase : public CancelState {
   struct Ops : StateHooks {
     std::uint32_t (*run)(TaskBase* task) noexcept;  // runs and destroys the callable; the outcome
     void (*drop)(TaskBase* task) noexcept;           // destroys the callable unrun
+    // After the terminal exchange, for a tracked task (T6); null otherwise.
+    void (*finished)(TaskBase* task, std::uint32_t outcome) noexcept;
   };
 
   const Ops* ops() const noexcept { return static_cast<const Ops*>(hooks()); }
@@ -89,6 +98,7 @@ class TaskBase : public CancelState {
 
   std::atomic<std::uint32_t> status_{kQueued};
   TaskPriority priority_ = TaskPriority::normal;
+  bool timed_ = false;                            // has timer entries; set before publication
   TaskId id_ = 0;
   PoolCore* pool_ = nullptr;                      // set at submission; never changes
   Clock::time_point deadline_ = Clock::time_point::max();
@@ -134,7 +144,15 @@ template <class F>
 using TaskResultOf = std::decay_t<typename std::conditional_t<
     kTakesToken<F>, std::invoke_result<F&&, CancellationToken>, std::invoke_result<F&&>>::type>;
 
-template <class F, class R>
+// What a tracked task adds: its set, and the link that cancels it with the
+// set's token. The link is attached at submission, detached when it ends.
+struct TaskSetLink {
+  TaskSet* set = nullptr;
+  CancelLink link;
+};
+struct NoTaskSet {};
+
+template <class F, class R, bool kTracked = false>
 class TaskNode final : public TaskSlot<R> {
  public:
   template <class G>
@@ -142,6 +160,9 @@ class TaskNode final : public TaskSlot<R> {
       : TaskSlot<R>(&kOps, refs, sources) {
     new (&fn_) F(std::forward<G>(fn));
   }
+
+  // Tracked tasks only.
+  TaskSetLink& set_link() noexcept { return tracked_; }
 
  private:
   ~TaskNode() {}
@@ -189,8 +210,19 @@ class TaskNode final : public TaskSlot<R> {
     delete self;
   }
 
-  static constexpr TaskBase::Ops kOps{{&task_on_cancel, &destroy}, &run, &drop};
+  static void finished(TaskBase* base, std::uint32_t outcome) noexcept {
+    if constexpr (kTracked) {
+      auto* self = static_cast<TaskNode*>(base);
+      // Off the set's token before the set may go (T6).
+      self->tracked_.link.detach();
+      task_set_ended(self->tracked_.set, base, outcome);
+    }
+  }
 
+  static constexpr TaskBase::Ops kOps{
+      {&task_on_cancel, &destroy}, &run, &drop, kTracked ? &finished : nullptr};
+
+  [[no_unique_address]] std::conditional_t<kTracked, TaskSetLink, NoTaskSet> tracked_;
   union {
     F fn_;
   };

@@ -1,0 +1,94 @@
+#pragma once
+
+// A count of things in flight that threads can wait to reach zero: a group's
+// or scope's pending tasks, a periodic task's tick in flight.
+//
+// Word: count << 2 | kThreadWaiting | kWorkerWaiting.
+//
+// Invariants
+//   W1  The count is changed only by add() (by someone already counted, or
+//       the owner) and done(); it never goes below zero.
+//   W2  A waiter sets its bit before it sleeps, and sleeps only on a word
+//       whose count is non-zero; the done() that reaches zero clears both
+//       bits and wakes whoever they name. A done() changes the word, so a
+//       futex sleep on the old word returns: no lost wake-up.
+//   W3  done() touches the object only through its one CAS. What follows may
+//       run after a waiter saw zero and freed the object: futex_wake() keys a
+//       private futex on the address alone and reads no memory (a stray
+//       wake-up at worst, which every futex waiter tolerates), and the
+//       worker wake-up goes to the pool, which outlives the object.
+//
+// Ordering: done()'s CAS is a release and the waiter's load an acquire, so
+// everything a finisher did before done() happens-before the waiter's return.
+
+#include <atomic>
+#include <cstdint>
+
+#include "quell/detail/futex.hpp"
+
+namespace quell::detail {
+
+class PoolCore;
+class WaitCount;
+
+// Wakes the pool's workers that wait (helping) for a count.
+void pool_wake_helpers(PoolCore* pool) noexcept;
+// Until the count is zero; a worker of `pool` runs other tasks meanwhile.
+void wait_count_zero(const WaitCount& count, PoolCore* pool);
+
+class WaitCount {
+ public:
+  static constexpr std::uint32_t kThreadWaiting = 1;
+  static constexpr std::uint32_t kWorkerWaiting = 2;
+  static constexpr std::uint32_t kOne = 4;
+
+  std::uint32_t count() const noexcept {
+    // Acquire: pairs with done()'s release; a zero says the work is visible.
+    return word_.load(std::memory_order_acquire) / kOne;
+  }
+
+  void add() noexcept {
+    // Relaxed: the adder is counted already (or is the owner), so the count
+    // cannot reach zero in between; the add publishes nothing.
+    word_.fetch_add(kOne, std::memory_order_relaxed);
+  }
+
+  // `pool` is read by the caller before the decrement (W3).
+  void done(PoolCore* pool) noexcept {
+    std::uint32_t word = word_.load(std::memory_order_relaxed);
+    std::uint32_t next = 0;
+    do {
+      next = word - kOne;
+      if (next < kOne) next = 0;  // reaching zero clears the waiter bits (W2)
+      // Release: publishes the finisher's work to a waiter that sees zero.
+    } while (!word_.compare_exchange_weak(word, next, std::memory_order_release,
+                                          std::memory_order_relaxed));
+    if (next != 0) return;
+    if ((word & kThreadWaiting) != 0) futex_wake_all(word_);  // W3: no memory read
+    if ((word & kWorkerWaiting) != 0) pool_wake_helpers(pool);
+  }
+
+  // Sets `bit` unless the count is zero; false if it is (W2).
+  bool arm(std::uint32_t bit, std::uint32_t& word) const noexcept {
+    word = word_.load(std::memory_order_acquire);  // acquire: as count()
+    while (word >= kOne && (word & bit) == 0) {
+      // Acquire on failure too: a zero we read next must carry done()'s work.
+      if (word_.compare_exchange_weak(word, word | bit, std::memory_order_acquire)) {
+        word |= bit;
+        return true;
+      }
+    }
+    return word >= kOne;
+  }
+
+  // A thread that is not a worker of the pool: sleeps until zero.
+  void block() const noexcept {
+    std::uint32_t word = 0;
+    while (arm(kThreadWaiting, word)) futex_wait(word_, word);
+  }
+
+ private:
+  mutable std::atomic<std::uint32_t> word_{0};
+};
+
+}  // namespace quell::detail

@@ -1,0 +1,84 @@
+#pragma once
+
+// TaskGroup: a set of tasks with one cancellation and aggregated results.
+//
+// Every task submitted through the group follows the group's token as well
+// as its options' token: cancel() cancels running tasks' tokens and drops
+// queued ones at once. A failure does not cancel the group (a Scope's does);
+// wait_and_rethrow() rethrows the first one. A task cancelled through the
+// group is not a failure: only exceptions other than OperationCancelled are.
+//
+// Waiting on a worker of the group's pool helps: the worker runs other tasks
+// meanwhile, so fork-join inside the pool does not deadlock.
+//
+// Thread safety: thread-safe; submit() may be called from any number of
+// threads, including the group's own tasks. The pool must outlive the group.
+//
+// Ordering: everything a task did happens-before wait() returns.
+
+#include <atomic>
+#include <cstddef>
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/task_set.hpp"
+#include "quell/future.hpp"
+#include "quell/task_options.hpp"
+#include "quell/thread_pool.hpp"
+
+namespace quell {
+
+class TaskGroup {
+ public:
+  explicit TaskGroup(ThreadPool& pool)
+      : set_(detail::PoolAccess::core(pool), CancellationSource(), /*fail_fast=*/false) {}
+
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+
+  // Cancels what has not started (running tasks see their token cancelled)
+  // and waits for the rest.
+  ~TaskGroup() {
+    cancel();
+    set_.wait();
+  }
+
+  // As ThreadPool::submit(); a rejected task's future is ready (rejected).
+  template <class F>
+  auto submit(F&& f, const TaskOptions& options = {})
+      -> Future<detail::TaskResultOf<std::decay_t<F>>> {
+    // Relaxed: a statistic.
+    submitted_.fetch_add(1, std::memory_order_relaxed);
+    using R = detail::TaskResultOf<std::decay_t<F>>;
+    auto* task = new detail::TaskNode<std::decay_t<F>, R, true>(std::forward<F>(f), 2, 1);
+    set_.submit(task, options);
+    return Future<R>(task);
+  }
+
+  void cancel() noexcept { set_.source().request_cancel(CancelReason::requested); }
+  bool cancelled() const noexcept { return set_.source().cancelled(); }
+  CancellationToken cancellation_token() const noexcept { return set_.source().token(); }
+
+  // Until every task of the group is terminal.
+  void wait() { set_.wait(); }
+  // wait(), then rethrows the first failure, if any.
+  void wait_and_rethrow() {
+    set_.wait();
+    if (std::exception_ptr failure = set_.failure()) std::rethrow_exception(failure);
+  }
+
+  // Tasks submitted, rejected ones included.
+  std::size_t size() const noexcept {
+    return submitted_.load(std::memory_order_relaxed);  // relaxed: a statistic
+  }
+  // Tasks not yet terminal.
+  std::size_t pending() const noexcept { return set_.pending(); }
+
+ private:
+  detail::TaskSet set_;
+  std::atomic<std::size_t> submitted_{0};
+};
+
+}  // namespace quell

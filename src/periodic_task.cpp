@@ -1,0 +1,115 @@
+#include "quell/periodic_task.hpp"
+
+#include <stdexcept>
+
+#include "timers.hpp"
+
+namespace quell::detail {
+
+// The pool's timer service (defined with the pool).
+TimerService& pool_timers(PoolCore* pool) noexcept;
+
+namespace {
+thread_local const PeriodicCore* running_tick_of = nullptr;  // the core whose tick runs here
+}  // namespace
+
+// A tick's callable: runs the tick; when it goes (run or dropped), the tick
+// is no longer in flight. It holds a reference to the core.
+struct PeriodicCore::Tick {
+  explicit Tick(PeriodicCore* owner) noexcept : core(owner) {}
+  Tick(Tick&& other) noexcept : core(std::exchange(other.core, nullptr)) {}
+  Tick& operator=(Tick&&) = delete;
+  ~Tick() {
+    if (core == nullptr) return;
+    PoolCore* const pool = core->pool_;  // read before the count may let a joiner go (W3)
+    core->in_flight_.done(pool);
+    core->release();
+  }
+  void operator()(CancellationToken token) noexcept { core->run_tick(token); }
+
+  PeriodicCore* core;
+};
+
+PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskOptions& options)
+    : pool_(pool),
+      interval_(interval),
+      origin_(Clock::now()),
+      source_(CancellationSource::linked({options.cancellation()})),
+      options_(options) {
+  if (interval <= Clock::duration::zero()) {
+    throw std::invalid_argument("quell::PeriodicTask: the interval must be positive");
+  }
+  options_.set_cancellation(source_.token());
+}
+
+void PeriodicCore::start() { schedule(1); }
+
+void PeriodicCore::schedule(std::uint64_t slot) noexcept {
+  slot_ = slot;
+  const Clock::time_point due = origin_ + interval_ * static_cast<Clock::rep>(slot);
+  // Relaxed: running() reads it as a hint; stopped ticks are also
+  // prevented by the cancelled source.
+  if (!pool_timers(pool_).add_periodic(this, due)) refused_.store(true, std::memory_order_relaxed);
+}
+
+bool PeriodicCore::stopped() const noexcept {
+  return source_.cancelled() || refused_.load(std::memory_order_relaxed);  // relaxed: see schedule()
+}
+
+void PeriodicCore::stop() noexcept {
+  if (source_.request_cancel(CancelReason::requested)) pool_timers(pool_).entry_died();
+}
+
+void PeriodicCore::fire() noexcept {
+  in_flight_.add();
+  // Seq_cst fence between the add and the check, against join()'s fence
+  // between stop()'s cancel and its count load: either we see the stop, or
+  // join() sees the tick in flight and waits for it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  add_ref();  // the tick's
+  Tick tick(this);
+  if (stopped()) return;  // ~Tick: no longer in flight
+  try {
+    auto* task = new TaskNode<Tick, void>(std::move(tick), 1, 1);
+    // A stop() from here on cancels the tick's token: dropped, or seen.
+    if (!pool_submit(pool_, task, options_)) {
+      refused_.store(true, std::memory_order_relaxed);  // relaxed: see schedule()
+    }
+  } catch (const std::bad_alloc&) {
+    // No memory for this tick: skip the slot and keep the schedule.
+    skipped_.fetch_add(1, std::memory_order_relaxed);
+    schedule(slot_ + 1);
+  }
+}
+
+void PeriodicCore::run_tick(const CancellationToken& token) noexcept {
+  ticks_.fetch_add(1, std::memory_order_relaxed);
+  const PeriodicCore* const outer = std::exchange(running_tick_of, this);
+  try {
+    invoke(token);
+  } catch (const OperationCancelled&) {
+    // Cooperative cancellation, not a failure.
+  } catch (...) {
+    failed_.fetch_add(1, std::memory_order_relaxed);
+  }
+  running_tick_of = outer;
+  if (stopped()) return;
+  // The first slot still ahead; those passed while this tick ran (or while
+  // it waited to start) are skipped.
+  const auto elapsed = Clock::now() - origin_;
+  const auto passed = static_cast<std::uint64_t>(elapsed / interval_);
+  const std::uint64_t next = std::max(slot_ + 1, passed + 1);
+  skipped_.fetch_add(next - (slot_ + 1), std::memory_order_relaxed);
+  schedule(next);
+}
+
+void PeriodicCore::join() {
+  if (running_tick_of == this) {
+    throw std::logic_error("quell::PeriodicTask::join() called from its own tick");
+  }
+  // Seq_cst: see fire().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wait_count_zero(in_flight_, pool_);
+}
+
+}  // namespace quell::detail
