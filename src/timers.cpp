@@ -188,7 +188,10 @@ void TimerService::stop() {
     std::lock_guard lock(mutex_);
     left.swap(heap_);
   }
-  for (const Entry& entry : left) release(entry);
+  for (const Entry& entry : left) {
+    if (entry.kind == Kind::periodic) static_cast<PeriodicCore*>(entry.target)->refuse();
+    release(entry);
+  }
 }
 
 }  // namespace quell::detail

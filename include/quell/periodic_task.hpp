@@ -48,6 +48,8 @@ class PeriodicCore {
   void join();
   bool stopped() const noexcept;
   void fire() noexcept;  // the timer thread: the slot is due, post a tick
+  // The pool shut down with a slot still scheduled: no tick will come.
+  void refuse() noexcept { refused_.store(true, std::memory_order_relaxed); }  // see schedule()
 
   std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
   std::uint64_t skipped() const noexcept { return skipped_.load(std::memory_order_relaxed); }
