@@ -1,0 +1,399 @@
+// The echo server example (examples/echo_server.cpp), driven from outside as
+// a child process: hundreds of loopback connections checked byte for byte,
+// a SIGTERM while connections are open mid-request, and the counts of its
+// summary line checked against what the clients saw.
+//
+// Nothing sleeps to order events: the clients wait for replies and EOFs,
+// and every wait has a generous failure guard (the machine may be loaded).
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kGuard = 60s;  // for the server's exit; a socket read waits at most 30 s
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    std::swap(fd_, other.fd_);
+    return *this;
+  }
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+// What the server prints last.
+struct Summary {
+  unsigned long long accepted = 0, requests = 0, answered = 0, timed_out = 0, cancelled = 0;
+};
+
+std::optional<Summary> parse_summary(const std::string& line) {
+  Summary s;
+  if (std::sscanf(line.c_str(),
+                  "summary: %llu connections accepted, %llu requests: %llu answered, %llu timed "
+                  "out, %llu cancelled by the shutdown",
+                  &s.accepted, &s.requests, &s.answered, &s.timed_out, &s.cancelled) != 5) {
+    return std::nullopt;
+  }
+  return s;
+}
+
+// The echo server as a child process, its stdout read line by line.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> args) {
+    const char* path = std::getenv("ECHO_SERVER");
+    if (path == nullptr) throw std::runtime_error("ECHO_SERVER is not set (meson sets it)");
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) < 0) throw std::runtime_error("pipe2");
+    stdout_ = Fd(ends[0]);
+    const Fd write_end(ends[1]);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
+    args.insert(args.begin(), path);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    const int error = ::posix_spawn(&pid_, path, &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (error != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(error));
+  }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() {
+    if (pid_ > 0) {  // a failed test: do not leave it running
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // The port of its "listening on 127.0.0.1:PORT" line; 0 if none came.
+  std::uint16_t port() {
+    const std::optional<std::string> line = read_line(Clock::now() + kGuard);
+    unsigned port = 0;
+    if (!line || std::sscanf(line->c_str(), "listening on 127.0.0.1:%u", &port) != 1) return 0;
+    return static_cast<std::uint16_t>(port);
+  }
+
+  void signal(int number) { ::kill(pid_, number); }
+
+  // Reads its output to the end, then reaps it. Its exit status, or -1 if it
+  // did not exit within the guard (it is then killed).
+  int wait_for_exit() {
+    const Clock::time_point guard = Clock::now() + kGuard;
+    while (std::optional<std::string> line = read_line(guard)) lines_.push_back(std::move(*line));
+    if (Clock::now() >= guard) return -1;
+    int status = 0;
+    ::waitpid(std::exchange(pid_, 0), &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  std::optional<Summary> summary() const {
+    return lines_.empty() ? std::nullopt : parse_summary(lines_.back());
+  }
+  std::string output() const {
+    std::string all;
+    for (const std::string& line : lines_) all += line + '\n';
+    return all;
+  }
+
+ private:
+  // The next line, or nothing at EOF or when the guard passes.
+  std::optional<std::string> read_line(Clock::time_point guard) {
+    for (;;) {
+      if (const std::size_t end = buffer_.find('\n'); end != std::string::npos) {
+        std::string line = buffer_.substr(0, end);
+        buffer_.erase(0, end + 1);
+        return line;
+      }
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(guard - Clock::now());
+      pollfd readable{stdout_.get(), POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&readable, 1, static_cast<int>(left.count())) == 0) {
+        return std::nullopt;
+      }
+      char chunk[4096];
+      const ssize_t got = ::read(stdout_.get(), chunk, sizeof chunk);
+      if (got <= 0 && !(got < 0 && errno == EINTR)) return std::nullopt;
+      if (got > 0) buffer_.append(chunk, static_cast<std::size_t>(got));
+    }
+  }
+
+  pid_t pid_ = 0;
+  Fd stdout_;
+  std::string buffer_;
+  std::vector<std::string> lines_;
+};
+
+// A blocking client connection; a read waits at most 30 s.
+class Client {
+ public:
+  enum class End { eof, reset, other };
+
+  explicit Client(std::uint16_t port) : socket_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    const timeval guard{30, 0};
+    ::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    ::setsockopt(socket_.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(socket_.get(), reinterpret_cast<const sockaddr*>(&address),
+                           sizeof address) == 0;
+  }
+
+  bool connected() const { return connected_; }
+
+  bool send(const std::string& data) {
+    return ::send(socket_.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(data.size());
+  }
+
+  // The next line, without its '\n'; nothing when the connection ends
+  // (end() then says how).
+  std::optional<std::string> read_line() {
+    for (;;) {
+      if (const std::size_t end = input_.find('\n'); end != std::string::npos) {
+        std::string line = input_.substr(0, end);
+        input_.erase(0, end + 1);
+        return line;
+      }
+      char chunk[4096];
+      const ssize_t got = ::recv(socket_.get(), chunk, sizeof chunk, 0);
+      if (got > 0) {
+        input_.append(chunk, static_cast<std::size_t>(got));
+        continue;
+      }
+      if (got < 0 && errno == EINTR) continue;
+      end_ = got == 0 && input_.empty() ? End::eof
+             : got < 0 && errno == ECONNRESET ? End::reset
+                                              : End::other;  // a cut-off line, or the guard
+      return std::nullopt;
+    }
+  }
+
+  End end() const { return end_; }
+  void close() { socket_ = Fd(); }
+
+ private:
+  Fd socket_;
+  bool connected_ = false;
+  std::string input_;
+  End end_ = End::other;
+};
+
+// A line of `length` varied bytes, anything but '\n' ('\0' and '\r' too).
+std::string request_line(std::size_t seed, std::size_t length) {
+  std::string line(length, ' ');
+  for (std::size_t i = 0; i < length; ++i) {
+    char byte = static_cast<char>((seed * 131 + i * 7) % 256);
+    line[i] = byte == '\n' ? '\r' : byte;
+  }
+  return line;
+}
+
+// One short conversation: 1 to 3 lines, sent together or one at a time,
+// each echoed byte for byte; then the client closes. Returns the replies
+// received; appends to `errors` what went wrong.
+std::size_t converse(std::uint16_t port, std::size_t n, std::vector<std::string>& errors) {
+  Client client(port);
+  if (!client.connected()) {
+    errors.push_back("connection " + std::to_string(n) + " refused");
+    return 0;
+  }
+  std::vector<std::string> lines;
+  for (std::size_t k = 0; k < 1 + n % 3; ++k) lines.push_back(request_line(n + k, (n * 37 + k) % 2000));
+  if (n % 2 == 0) {
+    std::string all;
+    for (const std::string& line : lines) all += line + '\n';
+    client.send(all);
+  }
+  std::size_t replies = 0;
+  for (const std::string& line : lines) {
+    if (n % 2 == 1) client.send(line + '\n');
+    std::optional<std::string> reply = client.read_line();
+    if (!reply || *reply != line) {
+      errors.push_back("connection " + std::to_string(n) + ": a wrong or missing echo");
+      return replies;
+    }
+    ++replies;
+  }
+  return replies;
+}
+
+// A connection the server has answered once, then left as `state` says
+// when the server gets its SIGTERM.
+struct Held {
+  enum State { idle, partial_line, slow_request, unread_echo };
+  Client client;
+  State state;
+};
+
+// After the SIGTERM: what a held connection may still receive, then EOF.
+// Returns the replies received; appends to `errors` what went wrong.
+std::size_t drain(Held& held, std::size_t i, std::vector<std::string>& errors) {
+  std::size_t replies = 0;
+  while (std::optional<std::string> line = held.client.read_line()) {
+    const bool allowed =
+        replies == 0 &&
+        ((held.state == Held::slow_request && *line == "ERR shutdown") ||
+         (held.state == Held::unread_echo && (*line == "after " + std::to_string(i) ||
+                                              *line == "ERR shutdown")));
+    if (!allowed) errors.push_back("held " + std::to_string(i) + ": unexpected \"" + *line + "\"");
+    ++replies;
+  }
+  if (held.client.end() != Client::End::eof) {
+    errors.push_back("held " + std::to_string(i) + ": not closed with a clean EOF");
+  }
+  return replies;
+}
+
+std::string joined(const std::vector<std::string>& errors) {
+  std::string all;
+  for (std::size_t i = 0; i < std::min<std::size_t>(errors.size(), 10); ++i) all += errors[i] + "\n";
+  return all;
+}
+
+TEST(EchoServer, AnswersEveryConnectionAndOnSigtermClosesEachCleanlyAndExitsZero) {
+  // A request deadline longer than the test: no request times out, and the
+  // slow one is certainly still running when the SIGTERM comes.
+  ServerProcess server({"--port", "0", "--timeout-ms", "120000"});
+  const std::uint16_t port = server.port();
+  ASSERT_NE(port, 0) << "no \"listening on\" line";
+
+  constexpr std::size_t kThreads = 3;
+  constexpr std::size_t kConnectionsPerThread = 100;
+  std::vector<std::vector<std::string>> errors(kThreads);
+  std::vector<std::size_t> replies(kThreads, 0);
+  std::vector<std::thread> clients;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    clients.emplace_back([&, t] {
+      for (std::size_t c = 0; c < kConnectionsPerThread; ++c) {
+        replies[t] += converse(port, t * kConnectionsPerThread + c, errors[t]);
+      }
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  std::size_t answered = 0;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    EXPECT_TRUE(errors[t].empty()) << joined(errors[t]);
+    answered += replies[t];
+  }
+
+  // Connections open mid-request at the SIGTERM; each answered once first,
+  // so the server has certainly accepted it.
+  constexpr std::size_t kHeld = 12;
+  std::vector<Held> held;
+  std::vector<std::string> held_errors;
+  for (std::size_t i = 0; i < kHeld; ++i) {
+    held.push_back({Client(port), static_cast<Held::State>(i % 4)});
+    Client& client = held.back().client;
+    client.send("hello " + std::to_string(i) + "\n");
+    ASSERT_EQ(client.read_line(), "hello " + std::to_string(i));
+    ++answered;
+    switch (held.back().state) {
+      case Held::idle: break;
+      case Held::partial_line: client.send("half a li"); break;
+      case Held::slow_request: client.send("sleep 100000\n"); break;
+      case Held::unread_echo: client.send("after " + std::to_string(i) + "\n"); break;
+    }
+  }
+  server.signal(SIGTERM);
+  for (std::size_t i = 0; i < kHeld; ++i) {
+    answered += drain(held[i], i, held_errors);
+    held[i].client.close();  // the server waits for our FIN before it closes
+  }
+  EXPECT_TRUE(held_errors.empty()) << joined(held_errors);
+
+  ASSERT_EQ(server.wait_for_exit(), 0) << server.output();
+  const std::optional<Summary> summary = server.summary();
+  ASSERT_TRUE(summary) << server.output();
+  EXPECT_EQ(summary->accepted, kThreads * kConnectionsPerThread + kHeld);
+  EXPECT_EQ(summary->answered + summary->timed_out + summary->cancelled, answered)
+      << "every reply the server counts arrived, and no other";
+  EXPECT_EQ(summary->requests, answered) << "every request the server took was answered";
+  EXPECT_EQ(summary->timed_out, 0u);
+}
+
+TEST(EchoServer, WithSecondsExitsZeroOnItsOwn) {
+  ServerProcess server({"--port", "0", "--seconds", "1"});
+  ASSERT_NE(server.port(), 0);
+  ASSERT_EQ(server.wait_for_exit(), 0) << server.output();
+  const std::optional<Summary> summary = server.summary();
+  ASSERT_TRUE(summary) << server.output();
+  EXPECT_EQ(summary->accepted, 0u);
+}
+
+TEST(EchoServer, ARequestPastItsDeadlineGetsErrTimeoutAndTheConnectionGoesOn) {
+  ServerProcess server({"--port", "0", "--timeout-ms", "300"});
+  const std::uint16_t port = server.port();
+  ASSERT_NE(port, 0);
+  {
+    Client client(port);
+    ASSERT_TRUE(client.connected());
+    client.send("sleep 100000\n");
+    EXPECT_EQ(client.read_line(), "ERR timeout");
+    client.send("still here\nsleep 1\n");
+    EXPECT_EQ(client.read_line(), "still here");
+    EXPECT_EQ(client.read_line(), "slept 1");
+  }
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait_for_exit(), 0) << server.output();
+  const std::optional<Summary> summary = server.summary();
+  ASSERT_TRUE(summary) << server.output();
+  EXPECT_EQ(summary->timed_out, 1u);
+  EXPECT_EQ(summary->answered, 2u);
+}
+
+TEST(EchoServer, ALineLongerThanTheLimitGetsAnErrorAndAClose) {
+  ServerProcess server({"--port", "0"});
+  const std::uint16_t port = server.port();
+  ASSERT_NE(port, 0);
+  {
+    Client client(port);
+    ASSERT_TRUE(client.connected());
+    client.send(std::string(10000, 'x'));
+    EXPECT_EQ(client.read_line(), "ERR line too long");
+    EXPECT_FALSE(client.read_line().has_value());
+    EXPECT_EQ(client.end(), Client::End::eof);
+  }
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait_for_exit(), 0) << server.output();
+}
+
+}  // namespace
