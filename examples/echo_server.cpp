@@ -35,7 +35,6 @@
 // summary. Linux or any POSIX system with poll().
 
 #include <quell/quell.hpp>
-#include <quell/scope.hpp>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
