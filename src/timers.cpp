@@ -116,7 +116,10 @@ void TimerService::run() noexcept {
     }
     const Clock::time_point now = Clock::now();
     if (heap_.front().due > now) {
-      wake_.wait_until(lock, heap_.front().due);
+      // A copy: wait_until() reads its time point again after waking, and a
+      // push() while we wait may reallocate the heap under a reference.
+      const Clock::time_point next = heap_.front().due;
+      wake_.wait_until(lock, next);
       continue;
     }
     while (!heap_.empty() && heap_.front().due <= now) {
