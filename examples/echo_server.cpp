@@ -336,10 +336,10 @@ struct Tally {
   std::atomic<std::uint64_t> in_flight_at_cancel{0};  // replied after their scope was cancelled
 
   static std::uint64_t read(const std::atomic<std::uint64_t>& count) {
-    return count.load(std::memory_order_relaxed);  // see above
+    return count.load(std::memory_order_relaxed);  // ordered by the root scope's join, if final
   }
   static std::uint64_t bump(std::atomic<std::uint64_t>& count) {
-    return count.fetch_add(1, std::memory_order_relaxed) + 1;  // see above
+    return count.fetch_add(1, std::memory_order_relaxed) + 1;  // a count: publishes nothing
   }
 };
 
