@@ -423,6 +423,8 @@ class Server {
       : pool_(pool_config()), slots_(kMaxConnections), request_timeout_(request_timeout) {}
   Server(const Server&) = delete;  // its tasks refer to it
   Server& operator=(const Server&) = delete;
+  // Without a stop() (an error on the way), the accept loop must still end.
+  ~Server() { root_.cancel(); }
 
   // Starts the accept loop on `listener`, in the root scope.
   void start(Fd listener) {
@@ -460,11 +462,13 @@ class Server {
   bool take_request(Connection& connection, quell::Scope& conn, std::string line);
   Reply run_request(quell::Scope& conn, std::string line);
 
-  quell::ThreadPool pool_;  // declared first: outlives the scope
-  quell::Scope root_{pool_};
+  quell::ThreadPool pool_;
   Slots slots_;
   const Clock::duration request_timeout_;
   Tally tally_;
+  // Declared last, so destroyed first: it joins its tasks while everything
+  // they use is still there.
+  quell::Scope root_{pool_};
 };
 
 void Server::accept_loop(Fd listener, const quell::CancellationToken& token) {
