@@ -954,8 +954,8 @@ int run(const Options& options) {
     failure = std::current_exception();
   }
   const Tally& tally = server.tally();
-  say("root scope cancelled (reason %s) and joined: every connection is closed; %llu requests"
-      " were in flight, and each got its reply",
+  say("root scope cancelled (reason %s) and joined: every connection is closed; requests in"
+      " flight at the cancellation: %llu, each one answered",
       to_string(server.token().reason()),
       static_cast<unsigned long long>(Tally::read(tally.in_flight_at_cancel)));
   bool ok = true;
