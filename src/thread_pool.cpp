@@ -265,8 +265,10 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   }
   const bool timed = options.timeout() || options.deadline();
   if (timed) {
-    // Read once: the deadline entry and the start check must agree.
-    task->deadline_ = options.timeout() ? Clock::now() + *options.timeout() : *options.deadline();
+    // Read once: the deadline entry and the start check must agree. A
+    // timeout saturates: now + duration::max() would overflow into the past.
+    task->deadline_ =
+        options.timeout() ? saturated_after(*options.timeout()) : *options.deadline();
   }
   // Before the links: once linked, another thread may resolve the task and
   // read timed_ in finish().
