@@ -6,8 +6,10 @@
 
 namespace quell::detail {
 
-// The pool's timer service (defined with the pool).
+// The pool's timer service, and whether its intake is closed (a shutdown
+// began). Defined with the pool.
 TimerService& pool_timers(PoolCore* pool) noexcept;
+bool pool_closed(const PoolCore* pool) noexcept;
 
 namespace {
 thread_local const PeriodicCore* running_tick_of = nullptr;  // the core whose tick runs here
@@ -53,7 +55,11 @@ void PeriodicCore::schedule(std::uint64_t slot) noexcept {
 }
 
 bool PeriodicCore::stopped() const noexcept {
-  return source_.cancelled() || refused_.load(std::memory_order_relaxed);  // relaxed: see schedule()
+  // The pool's shutdown stops the schedule even when no tick is refused: the
+  // next slot's timer entry is released unfired, and a `cancel` shutdown
+  // drops a queued tick, so the chain ends without a rejection.
+  return source_.cancelled() || refused_.load(std::memory_order_relaxed) ||  // relaxed: see schedule()
+         pool_closed(pool_);
 }
 
 void PeriodicCore::stop() noexcept {

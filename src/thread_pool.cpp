@@ -134,6 +134,11 @@ class PoolCore {
   bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
   void wake_helpers() noexcept { parking_.notify_all(); }
   TimerService& timers() noexcept { return timers_; }
+  bool closed() const noexcept {
+    // Relaxed: a moment's answer for periodic tasks; a tick submitted after
+    // the close is still rejected by accept()'s seq_cst load.
+    return stopping_.load(std::memory_order_relaxed);
+  }
   void shutdown();
   void wait_idle();
   ThreadPoolStats stats() const noexcept;
@@ -660,6 +665,8 @@ bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
 void pool_wake_helpers(PoolCore* pool) noexcept { pool->wake_helpers(); }
 
 TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
+
+bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
 
 void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   if (count.count() == 0) return;
