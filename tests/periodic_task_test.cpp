@@ -261,6 +261,49 @@ TEST(PeriodicTask, ATickThatExitsWithOperationCancelledIsNotAFailure) {
   EXPECT_EQ(task.ticks(), bodies.count());
 }
 
+// Waits, yielding under the failure guard, until `done()` holds.
+template <class Pred>
+bool spin_until_true(Pred done) {
+  const auto limit = Clock::now() + test::kGuard;
+  while (!done()) {
+    if (Clock::now() > limit) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(PeriodicTask, ATickRejectedByAFullQueueSkipsItsSlotAndTheScheduleGoesOn) {
+  ThreadPoolConfig config;
+  config.thread_count = 1;
+  config.max_queue_size = 1;
+  ThreadPool pool(config);
+  CancellationSource filler_source;
+  auto filler = pool.submit_after(1h, [] {}, TaskOptions().set_cancellation(filler_source.token()));
+  ASSERT_EQ(filler.status(), TaskStatus::queued);
+  Events bodies;
+  PeriodicTask task(pool, 5ms, [&bodies] { bodies.bump(); });
+  ASSERT_TRUE(spin_until_true([&pool] { return pool.stats().rejected >= 1; }));
+  EXPECT_TRUE(task.running()) << "a full queue stopped the periodic task";
+  filler_source.request_cancel();
+  ASSERT_TRUE(bodies.wait_at_least(2)) << "the schedule ended with a rejected tick";
+  EXPECT_GE(task.skipped_ticks(), 1u);
+}
+
+TEST(PeriodicTask, ATickWhoseTimeoutPassesWhileQueuedSkipsItsSlotAndTheScheduleGoesOn) {
+  ThreadPool pool(1);
+  Gate gate;
+  OpenOnExit open(gate);
+  auto blockers = test::block_workers(pool, gate, 1);
+  Events bodies;
+  PeriodicTask task(pool, 5ms, [&bodies] { bodies.bump(); }, TaskOptions().set_timeout(10ms));
+  // The one worker is held: the first tick waits in the queue past its timeout.
+  ASSERT_TRUE(spin_until_true([&pool] { return pool.stats().timed_out >= 1; }));
+  EXPECT_TRUE(task.running());
+  gate.open();
+  ASSERT_TRUE(bodies.wait_at_least(1)) << "the schedule ended when a queued tick timed out";
+  EXPECT_GE(task.skipped_ticks(), 1u);
+}
+
 // ---- stop, join, the destructor -------------------------------------------------------
 
 TEST(PeriodicTask, StopCancelsTheRunningTicksTokenAndReturnsWithoutWaitingForIt) {
