@@ -116,7 +116,10 @@ void TimerService::run() noexcept {
     }
     const Clock::time_point now = Clock::now();
     if (heap_.front().due > now) {
-      wake_.wait_until(lock, heap_.front().due);
+      // A copy: wait_until() reads its argument again after relocking, when
+      // a push may have reallocated heap_ (a read of freed memory).
+      const Clock::time_point due = heap_.front().due;
+      wake_.wait_until(lock, due);
       continue;
     }
     while (!heap_.empty() && heap_.front().due <= now) {
