@@ -431,6 +431,30 @@ TEST_P(TimersDeadlineP, AQueuedTaskIsResolvedTimedOutAtItsDeadlineWhileEveryWork
 INSTANTIATE_TEST_SUITE_P(PoolSizes, TimersDeadlineP, ::testing::Values(1, 2, 4),
                          test::pool_size_name);
 
+TEST(TimersDeadline, AQueuedTaskWhoseDeadlinePassedNeverStartsWhenTheTimerAndAWorkerRace) {
+  // The worker that takes the task after its deadline and the timer thread
+  // that fires the deadline both cancel the task's token; the loser of that
+  // request must not start the task while the winner's hook has yet to drop
+  // it. The race is narrow: many rounds, each releasing the worker as the
+  // deadline passes.
+  ThreadPool pool(1);
+  int ran = 0;
+  for (int round = 0; round < 300; ++round) {
+    Gate gate;
+    auto blockers = test::block_workers(pool, gate, 1);
+    std::atomic<bool> started{false};
+    const auto deadline = Clock::now() + 2ms;
+    auto future = pool.submit([&started] { started = true; }, TaskOptions().set_deadline(deadline));
+    // Open at staggered moments around the timer's wake-up.
+    test::spin_until(deadline + (round % 8) * 10us);
+    gate.open();
+    ASSERT_TRUE(future.wait_for(test::kGuard));
+    if (started.load() || future.status() != TaskStatus::timed_out) ++ran;
+    pool.wait_idle();
+  }
+  EXPECT_EQ(ran, 0) << "tasks started after their deadline had passed";
+}
+
 TEST(TimersDeadline, ARunningTasksTokenIsCancelledWithReasonDeadlineWhileItRuns) {
   ThreadPool pool(2);
   std::atomic<Clock::time_point> seen{};
