@@ -367,7 +367,12 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
   } else if (task->deadline_ != Clock::time_point::max() && Clock::now() >= task->deadline_) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
   }
-  if (try_start(task)) {
+  // A request of ours returns false when another thread's (the timer
+  // firing the deadline, a user's cancel) set the reason first, and that
+  // thread's hook may not have dropped the task yet: a cancelled task must
+  // not start. Its hook drops it; the requester holds a reference meanwhile.
+  // (cancelled() is an acquire load, pairing with request_cancel()'s release.)
+  if (!task->cancelled() && try_start(task)) {
     worker.counters.bump(&Counters::started);
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
