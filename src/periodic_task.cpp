@@ -6,28 +6,38 @@
 
 namespace quell::detail {
 
-// The pool's timer service (defined with the pool).
+// The pool's timer service, and whether its intake is closed (a shutdown
+// began). Defined with the pool.
 TimerService& pool_timers(PoolCore* pool) noexcept;
+bool pool_closed(const PoolCore* pool) noexcept;
 
 namespace {
 thread_local const PeriodicCore* running_tick_of = nullptr;  // the core whose tick runs here
 }  // namespace
 
 // A tick's callable: runs the tick; when it goes (run or dropped), the tick
-// is no longer in flight. It holds a reference to the core.
+// is no longer in flight. It holds a reference to the core. A tick that goes
+// unrun while the task is not stopped (the pool rejected it with a full
+// queue, its own timeout passed while it was queued, no memory) skips its
+// slot, and the schedule goes on from the next one.
 struct PeriodicCore::Tick {
   explicit Tick(PeriodicCore* owner) noexcept : core(owner) {}
   Tick(Tick&& other) noexcept : core(std::exchange(other.core, nullptr)) {}
   Tick& operator=(Tick&&) = delete;
   ~Tick() {
     if (core == nullptr) return;
+    if (!ran && !core->stopped()) core->schedule_next(true);
     PoolCore* const pool = core->pool_;  // read before the count may let a joiner go (W3)
     core->in_flight_.done(pool);
     core->release();
   }
-  void operator()(CancellationToken token) noexcept { core->run_tick(token); }
+  void operator()(CancellationToken token) noexcept {
+    ran = true;
+    core->run_tick(token);
+  }
 
   PeriodicCore* core;
+  bool ran = false;  // the tick chain's only, as slot_
 };
 
 PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskOptions& options)
@@ -53,7 +63,11 @@ void PeriodicCore::schedule(std::uint64_t slot) noexcept {
 }
 
 bool PeriodicCore::stopped() const noexcept {
-  return source_.cancelled() || refused_.load(std::memory_order_relaxed);  // relaxed: see schedule()
+  // The pool's shutdown stops the schedule even when no tick is refused: the
+  // next slot's timer entry is released unfired, and a `cancel` shutdown
+  // drops a queued tick, so the chain ends without a rejection.
+  return source_.cancelled() || refused_.load(std::memory_order_relaxed) ||  // relaxed: see schedule()
+         pool_closed(pool_);
 }
 
 void PeriodicCore::stop() noexcept {
@@ -71,14 +85,13 @@ void PeriodicCore::fire() noexcept {
   if (stopped()) return;  // ~Tick: no longer in flight
   try {
     auto* task = new TaskNode<Tick, void>(std::move(tick), 1, 1);
-    // A stop() from here on cancels the tick's token: dropped, or seen.
-    if (!pool_submit(pool_, task, options_)) {
+    // A stop() from here on cancels the tick's token: dropped, or seen. A
+    // rejection destroys the tick unrun: see ~Tick.
+    if (!pool_submit(pool_, task, options_) && pool_closed(pool_)) {
       refused_.store(true, std::memory_order_relaxed);  // relaxed: see schedule()
     }
   } catch (const std::bad_alloc&) {
-    // No memory for this tick: skip the slot and keep the schedule.
-    skipped_.fetch_add(1, std::memory_order_relaxed);
-    schedule(slot_ + 1);
+    // No memory for this tick: ~Tick (below) skips the slot.
   }
 }
 
@@ -94,12 +107,17 @@ void PeriodicCore::run_tick(const CancellationToken& token) noexcept {
   }
   running_tick_of = outer;
   if (stopped()) return;
+  schedule_next(false);
+}
+
+void PeriodicCore::schedule_next(bool missed) noexcept {
   // The first slot still ahead; those passed while this tick ran (or while
-  // it waited to start) are skipped.
+  // it waited to start) are skipped, and so is this tick's own if it never
+  // ran.
   const auto elapsed = Clock::now() - origin_;
   const auto passed = static_cast<std::uint64_t>(elapsed / interval_);
   const std::uint64_t next = std::max(slot_ + 1, passed + 1);
-  skipped_.fetch_add(next - (slot_ + 1), std::memory_order_relaxed);
+  skipped_.fetch_add(next - (slot_ + 1) + (missed ? 1 : 0), std::memory_order_relaxed);
   schedule(next);
 }
 

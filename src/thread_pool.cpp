@@ -134,6 +134,11 @@ class PoolCore {
   bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
   void wake_helpers() noexcept { parking_.notify_all(); }
   TimerService& timers() noexcept { return timers_; }
+  bool closed() const noexcept {
+    // Relaxed: a moment's answer for periodic tasks; a tick submitted after
+    // the close is still rejected by accept()'s seq_cst load.
+    return stopping_.load(std::memory_order_relaxed);
+  }
   void shutdown();
   void wait_idle();
   ThreadPoolStats stats() const noexcept;
@@ -265,8 +270,10 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   }
   const bool timed = options.timeout() || options.deadline();
   if (timed) {
-    // Read once: the deadline entry and the start check must agree.
-    task->deadline_ = options.timeout() ? Clock::now() + *options.timeout() : *options.deadline();
+    // Read once: the deadline entry and the start check must agree. A
+    // timeout saturates: now + duration::max() would overflow into the past.
+    task->deadline_ =
+        options.timeout() ? saturated_after(*options.timeout()) : *options.deadline();
   }
   // Before the links: once linked, another thread may resolve the task and
   // read timed_ in finish().
@@ -360,7 +367,12 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
   } else if (task->deadline_ != Clock::time_point::max() && Clock::now() >= task->deadline_) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
   }
-  if (try_start(task)) {
+  // A request of ours returns false when another thread's (the timer
+  // firing the deadline, a user's cancel) set the reason first, and that
+  // thread's hook may not have dropped the task yet: a cancelled task must
+  // not start. Its hook drops it; the requester holds a reference meanwhile.
+  // (cancelled() is an acquire load, pairing with request_cancel()'s release.)
+  if (!task->cancelled() && try_start(task)) {
     worker.counters.bump(&Counters::started);
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
@@ -658,6 +670,8 @@ bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
 void pool_wake_helpers(PoolCore* pool) noexcept { pool->wake_helpers(); }
 
 TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
+
+bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
 
 void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   if (count.count() == 0) return;

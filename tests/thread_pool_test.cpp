@@ -11,7 +11,6 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
-#include <concepts>
 #include <condition_variable>
 #include <future>
 #include <latch>
@@ -1520,80 +1519,41 @@ TEST(ThreadPool, IdleWorkersSleepInsteadOfSpinning) {
 // ---- delayed tasks (submit_after / submit_at, API.md §8) and the pool -----------------
 //
 // §9 "The pool" says what stats, max_queue_size, wait_idle() and a drain
-// shutdown do with delayed tasks. Each check is a template so that it only
-// compiles against a pool that offers submit_after(); without it the test
-// is skipped.
-
-template <class Pool>
-concept HasSubmitAfter = requires(Pool& pool) {
-  pool.submit_after(std::chrono::milliseconds(1), [] { return 1; }, TaskOptions{});
-  pool.submit_at(Clock::now(), [] { return 1; }, TaskOptions{});
-};
-
-constexpr const char* kNoDelayedTasks =
-    "not built yet: ThreadPool::submit_after / submit_at (API.md §8) come with the pool's "
-    "timer service.";
-
-template <class Pool>
-void check_delayed_tasks_count_as_queued_and_against_the_bound() {
-  if constexpr (!HasSubmitAfter<Pool>) {
-    GTEST_SKIP() << kNoDelayedTasks;
-  } else {
-    ThreadPoolConfig config;
-    config.thread_count = 1;
-    config.max_queue_size = 2;
-    Pool pool(config);
-    auto first = pool.submit_after(std::chrono::hours(1), [] { return 1; }, TaskOptions{});
-    auto second = pool.submit_at(Clock::now() + std::chrono::hours(1), [] { return 2; }, TaskOptions{});
-    EXPECT_EQ(first.status(), TaskStatus::queued);
-    EXPECT_EQ(second.status(), TaskStatus::queued);
-    EXPECT_EQ(pool.stats().queued, 2u);
-    auto over = pool.submit([] { return 3; });
-    EXPECT_EQ(over.status(), TaskStatus::rejected);
-    pool.shutdown();
-  }
-}
-
-template <class Pool>
-void check_wait_idle_waits_for_delayed_tasks() {
-  if constexpr (!HasSubmitAfter<Pool>) {
-    GTEST_SKIP() << kNoDelayedTasks;
-  } else {
-    Pool pool(2);
-    std::atomic<bool> ran{false};
-    auto future = pool.submit_after(std::chrono::milliseconds(50), [&ran] {
-      ran = true;
-      return 1;
-    }, TaskOptions{});
-    pool.wait_idle();
-    EXPECT_TRUE(ran.load());
-    EXPECT_TRUE(future.ready());
-  }
-}
-
-template <class Pool>
-void check_drain_shutdown_cancels_delayed_tasks_not_yet_due_without_waiting() {
-  if constexpr (!HasSubmitAfter<Pool>) {
-    GTEST_SKIP() << kNoDelayedTasks;
-  } else {
-    Pool pool(2);
-    auto future = pool.submit_after(std::chrono::hours(1), [] { return 1; }, TaskOptions{});
-    test::GuardedRun shutdown([&] { pool.shutdown(); });
-    ASSERT_TRUE(shutdown.finished_within(test::kGuard)) << "shutdown waited for a timer";
-    EXPECT_EQ(future.status(), TaskStatus::cancelled);
-  }
-}
+// shutdown do with delayed tasks; tests/timers_test.cpp covers the rest.
 
 TEST(ThreadPoolDelayed, DelayedTasksCountAsQueuedAndAgainstMaxQueueSize) {
-  check_delayed_tasks_count_as_queued_and_against_the_bound<ThreadPool>();
+  ThreadPoolConfig config;
+  config.thread_count = 1;
+  config.max_queue_size = 2;
+  ThreadPool pool(config);
+  auto first = pool.submit_after(std::chrono::hours(1), [] { return 1; });
+  auto second = pool.submit_at(Clock::now() + std::chrono::hours(1), [] { return 2; });
+  EXPECT_EQ(first.status(), TaskStatus::queued);
+  EXPECT_EQ(second.status(), TaskStatus::queued);
+  EXPECT_EQ(pool.stats().queued, 2u);
+  auto over = pool.submit([] { return 3; });
+  EXPECT_EQ(over.status(), TaskStatus::rejected);
+  pool.shutdown();
 }
 
 TEST(ThreadPoolDelayed, WaitIdleAlsoWaitsForDelayedTasks) {
-  check_wait_idle_waits_for_delayed_tasks<ThreadPool>();
+  ThreadPool pool(2);
+  std::atomic<bool> ran{false};
+  auto future = pool.submit_after(50ms, [&ran] {
+    ran = true;
+    return 1;
+  });
+  pool.wait_idle();
+  EXPECT_TRUE(ran.load());
+  EXPECT_TRUE(future.ready());
 }
 
 TEST(ThreadPoolDelayed, ADrainShutdownResolvesDelayedTasksNotYetDueAsCancelledWithoutWaiting) {
-  check_drain_shutdown_cancels_delayed_tasks_not_yet_due_without_waiting<ThreadPool>();
+  ThreadPool pool(2);
+  auto future = pool.submit_after(std::chrono::hours(1), [] { return 1; });
+  test::GuardedRun shutdown([&] { pool.shutdown(); });
+  ASSERT_TRUE(shutdown.finished_within(test::kGuard)) << "shutdown waited for a timer";
+  EXPECT_EQ(future.status(), TaskStatus::cancelled);
 }
 
 INSTANTIATE_TEST_SUITE_P(PoolSizes, ThreadPoolP, ::testing::Values(1, 2, 4), test::pool_size_name);

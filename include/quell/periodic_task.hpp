@@ -6,7 +6,9 @@
 // never accumulates (no drift). Ticks never overlap: the next tick is
 // scheduled when the previous one ends, at the first slot still ahead; the
 // slots passed over (the tick overran, or the pool or timer ran late) are
-// counted in skipped_ticks(), with no catch-up burst. A tick that throws is
+// counted in skipped_ticks(), with no catch-up burst. So is the slot of a
+// tick that never ran because the pool rejected it (a full queue) or its
+// own timeout passed while it was queued: the schedule goes on. A tick that throws is
 // counted in failed_ticks() and the schedule goes on; one that exits with
 // OperationCancelled is not a failure.
 //
@@ -75,6 +77,9 @@ class PeriodicCore {
   struct Tick;
   void run_tick(const CancellationToken& token) noexcept;
   void schedule(std::uint64_t slot) noexcept;
+  // Schedules the first slot still ahead, counting those passed over (and
+  // the current one, if `missed`: its tick never ran) as skipped.
+  void schedule_next(bool missed) noexcept;
 
   PoolCore* const pool_;
   const Clock::duration interval_;
