@@ -211,8 +211,11 @@ class NaiveTimers {
         continue;
       }
       const auto first = timers_.begin();
-      if (first->first.first > Clock::now()) {
-        wake_.wait_until(lock, first->first.first);
+      // A copy: wait_until() reads it while the lock is released, when the
+      // entry may be erased.
+      const Clock::time_point due = first->first.first;
+      if (due > Clock::now()) {
+        wake_.wait_until(lock, due);
         continue;
       }
       Callback callback = std::move(first->second);
