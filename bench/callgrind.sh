@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Instructions per operation: callgrind's inclusive Ir of each per-operation
 # function of the driver, divided by the iteration count the driver prints.
-# Builds nothing. Usage: bench/callgrind.sh <build>/bench/cancellation_instructions
+# The driver may name its peers and operations ("peers quell asio ...",
+# "ops insert_cancel ..." lines; the function of each is <peer>_<op>); the
+# defaults are cancellation_instructions'. Columns: the first peer, then
+# each other peer and the first's ratio to it. Builds nothing.
+# Usage: bench/callgrind.sh <build>/bench/cancellation_instructions
+#        bench/callgrind.sh <build>/bench/timer_instructions
 set -euo pipefail
 
-driver=${1:?usage: $0 path/to/cancellation_instructions}
+driver=${1:?usage: $0 path/to/cancellation_instructions or timer_instructions}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -33,17 +38,28 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'
 }
 
-row() { printf '%-30s %8s %8s %9s %8s %9s\n' "$@"; }
-row operation quell std quell/std raw quell/raw
-for op in poll token_copy source_create_destroy callback_register_deregister \
-    create_register_destroy_{0,1,16} create_register_cancel_{0,1,16}; do
-  quell=$(per_op "quell_$op")
-  std=$(per_op "std_$op")
-  raw=$(per_op "raw_$op")
-  if [[ $quell == - || $std == - ]]; then
-    echo "no callgrind cost for quell_$op or std_$op in $driver" >&2
+read -ra peers <<<"$(awk '$1 == "peers" { $1 = ""; print }' "$work/stdout")"
+read -ra ops <<<"$(awk '$1 == "ops" { $1 = ""; print }' "$work/stdout")"
+((${#peers[@]} > 0)) || peers=(quell std raw)
+((${#ops[@]} > 0)) || ops=(poll token_copy source_create_destroy callback_register_deregister
+  create_register_destroy_{0,1,16} create_register_cancel_{0,1,16})
+first=${peers[0]}
+
+header=(operation "$first")
+for peer in "${peers[@]:1}"; do header+=("$peer" "$first/$peer"); done
+row() { printf '%-30s' "$1"; shift; printf ' %9s' "$@"; printf '\n'; }
+row "${header[@]}"
+for op in "${ops[@]}"; do
+  base=$(per_op "${first}_$op")
+  if [[ $base == - ]]; then
+    echo "no callgrind cost for ${first}_$op in $driver" >&2
     exit 1
   fi
-  row "$op" "$quell" "$std" "$(ratio "$quell" "$std")" "$raw" "$(ratio "$quell" "$raw")"
+  cells=("$op" "$base")
+  for peer in "${peers[@]:1}"; do
+    cost=$(per_op "${peer}_$op")
+    cells+=("$cost" "$(ratio "$base" "$cost")")
+  done
+  row "${cells[@]}"
 done
 echo "(instructions per operation, $iterations iterations; set-up and loop control included)"

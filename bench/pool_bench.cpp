@@ -50,23 +50,25 @@
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
+#include "harness.hpp"
 #include "naive_pool.hpp"
 #include "quell/thread_pool.hpp"
 
 namespace {
 
+using quell_bench::Blocker;
+using quell_bench::Clock;
+using quell_bench::Countdown;
+using quell_bench::median;
 using quell_bench::NaivePool;
-using Clock = std::chrono::steady_clock;
+using quell_bench::run_timed;
+using quell_bench::seconds_since;
 
 constexpr std::size_t kWorkers = 2;
 constexpr std::size_t kThroughputTasks = 1'000'000;  // W1
 constexpr int kFibN = 25;                            // W2
 constexpr std::size_t kCancelTasks = 100'000;        // W5
 constexpr std::size_t kTokenTasks = 100'000;         // W6
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // ---- measurement helpers -------------------------------------------------
 
@@ -110,79 +112,6 @@ double per_task(std::size_t before, std::size_t after, std::size_t tasks) {
   return after >= before ? static_cast<double>(after - before) / static_cast<double>(tasks)
                          : -static_cast<double>(before - after) / static_cast<double>(tasks);
 }
-
-// Runs `once` (which returns the seconds it timed) untimed, then once per
-// benchmark iteration; reports ns per `units`, and if asked the milliseconds
-// per iteration.
-template <class Once>
-void run_timed(benchmark::State& state, std::size_t units, const char* unit_counter, Once&& once,
-               const char* total_counter = nullptr) {
-  once();  // warm-up
-  double total = 0;
-  for (auto _ : state) {
-    const double s = once();
-    state.SetIterationTime(s);
-    total += s;
-  }
-  const double iterations = static_cast<double>(state.iterations());
-  state.counters[unit_counter] = total * 1e9 / (iterations * static_cast<double>(units));
-  if (total_counter != nullptr) state.counters[total_counter] = total * 1e3 / iterations;
-}
-
-// Completion by count, for peers without futures: the task that brings the
-// count to zero wakes the waiter. One atomic RMW per task.
-class Countdown {
- public:
-  void reset(std::int64_t count) {
-    done_.store(0, std::memory_order_relaxed);
-    left_.store(count, std::memory_order_relaxed);
-  }
-  void arrive() noexcept {
-    if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      done_.store(1, std::memory_order_release);
-      done_.notify_one();
-    }
-  }
-  void wait() const noexcept {
-    while (done_.load(std::memory_order_acquire) == 0) done_.wait(0, std::memory_order_acquire);
-  }
-
- private:
-  alignas(64) std::atomic<std::int64_t> left_{0};
-  alignas(64) std::atomic<std::uint32_t> done_{0};
-};
-
-// Holds up workers of a pool until release(), which returns once every
-// blocked task has ended and will not touch the Blocker again: the W5 set-up.
-class Blocker {
- public:
-  auto task() {
-    return [this] {
-      started_.fetch_add(1, std::memory_order_acq_rel);
-      while (released_.load(std::memory_order_acquire) == 0) {
-        released_.wait(0, std::memory_order_acquire);
-      }
-      ended_.fetch_add(1, std::memory_order_acq_rel);  // the last access
-    };
-  }
-  void wait_started(std::size_t count) const {
-    while (started_.load(std::memory_order_acquire) < static_cast<int>(count)) {
-      std::this_thread::yield();
-    }
-  }
-  void release() {
-    released_.store(1, std::memory_order_release);
-    released_.notify_all();
-    while (ended_.load(std::memory_order_acquire) < started_.load(std::memory_order_acquire)) {
-      std::this_thread::yield();
-    }
-  }
-
- private:
-  std::atomic<int> started_{0};
-  std::atomic<int> ended_{0};
-  std::atomic<std::uint32_t> released_{0};
-};
 
 // std::packaged_task for TBB's enqueue, which calls its functor as const.
 struct PackagedRunner {
@@ -636,12 +565,6 @@ void w6_quell(benchmark::State& state, bool with_token) {
   state.counters["ns_submit_per_task"] =
       submit_seconds * 1e9 /
       (static_cast<double>(state.iterations() + 1) * static_cast<double>(kTokenTasks));
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n == 0 ? 0 : (n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2);
 }
 
 void w6_quell_paired(benchmark::State& state) {

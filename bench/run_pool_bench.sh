@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Runs every benchmark of pool_bench in its own fresh process (the allocator
-# state one benchmark leaves behind changes the next by up to 4x), in a new
+# Runs every benchmark of a pool-level benchmark binary (pool_bench,
+# scope_bench, timer_bench) in its own fresh process (the allocator state
+# one benchmark leaves behind changes the next by up to 4x), in a new
 # shuffled order each round, ROUNDS rounds (default 7); one sample per
 # process. Then, per workload, per metric: median and min-max of each peer,
-# and its ratio and difference to quell (peer/quell > 1: quell is faster, or
-# smaller). Builds nothing. Extra arguments go to every benchmark process.
+# and its ratio and difference to the workload's baseline peer (peer/quell
+# > 1: quell is faster, or smaller). Builds nothing. Extra arguments go to
+# every benchmark process.
+#
+# BASELINE: the peer ratios are taken to, or a comma-separated list of them,
+# the first present in a workload winning (default quell); e.g.
+# BASELINE=tbb_task_group,quell. FORMAT=markdown prints one markdown table
+# per workload instead of the text report.
 #
 # A process that fails or outlives TIMEOUT seconds (default 120: a hang)
 # gives no sample and is listed at the end; the exit status is then 1.
 #
 # Usage: ROUNDS=7 TIMEOUT=120 bench/run_pool_bench.sh <build>/bench/pool_bench [args...]
+#        BASELINE=tbb_task_group,quell FORMAT=markdown bench/run_pool_bench.sh <build>/bench/scope_bench
 set -euo pipefail
 
-bin=${1:?usage: ROUNDS=7 $0 path/to/pool_bench [benchmark args...]}
+bin=${1:?usage: ROUNDS=7 BASELINE=quell FORMAT=text|markdown $0 path/to/pool_bench [benchmark args...]}
 shift
 rounds=${ROUNDS:-7}
 limit=${TIMEOUT:-120}
@@ -48,7 +56,7 @@ for ((round = 1; round <= rounds; round++)); do
 done
 printf '\n' >&2
 
-python3 - "$work" <<'EOF'
+BASELINE=${BASELINE:-quell} FORMAT=${FORMAT:-text} python3 - "$work" "$rounds" <<'EOF'
 import collections, glob, json, os, statistics, sys
 
 work = sys.argv[1]
@@ -83,16 +91,29 @@ for path in glob.glob(os.path.join(work, "sample.*.json")):
 def fmt(x):
     return "-" if x is None else (f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}")
 
+baselines = [b for b in os.environ["BASELINE"].split(",") if b]
+markdown = os.environ["FORMAT"] == "markdown"
+rounds = sys.argv[2]
+
 for workload in dict.fromkeys(w for w, _ in order):
     peers = [p for w, p in order if w == workload]
-    peers.sort(key=lambda p: p != "quell")  # quell first, then as listed
+    base_peer = next((b for b in baselines if b in peers), None)
+    peers.sort(key=lambda p: p != base_peer)  # the baseline first, then as listed
     metrics = list(dict.fromkeys(m for p in peers for m in samples[(workload, p)]))
-    print(f"\n== {workload} ==  median [min-max] over fresh processes;"
-          " peer/quell > 1: quell faster (or smaller)")
+    ratio_head = f"peer/{base_peer}" if base_peer else "ratio"
+    if markdown:
+        print(f"\n**{workload}**: median [min–max] over fresh processes ({rounds} rounds);"
+              f" ratio: peer / {base_peer or 'none'}\n")
+        print(f"| metric | peer | n | median | min–max | {ratio_head} |")
+        print("|---|---|--:|--:|--:|--:|")
+    else:
+        print(f"\n== {workload} ==  median [min-max] over fresh processes;"
+              f" {ratio_head} > 1: {base_peer} faster (or smaller)")
     for metric in metrics:
-        print(f"  {metric}")
-        print(f"    {'peer':<26} {'n':>3} {'median':>10} {'min-max':>21} {'peer/quell':>10} {'peer-quell':>10}")
-        base = samples[(workload, "quell")].get(metric)
+        if not markdown:
+            print(f"  {metric}")
+            print(f"    {'peer':<26} {'n':>3} {'median':>10} {'min-max':>21} {ratio_head:>10} {'peer-' + str(base_peer):>10}")
+        base = samples[(workload, base_peer)].get(metric) if base_peer else None
         base_median = statistics.median(base) if base else None
         for peer in peers:
             values = samples[(workload, peer)].get(metric)
@@ -101,8 +122,12 @@ for workload in dict.fromkeys(w for w, _ in order):
             median = statistics.median(values)
             ratio = median / base_median if base_median else None
             diff = median - base_median if base_median is not None else None
-            span = f"{fmt(min(values))}-{fmt(max(values))}"
-            print(f"    {peer:<26} {len(values):>3} {fmt(median):>10} {span:>21} {fmt(ratio):>10} {fmt(diff):>10}")
+            if markdown:
+                print(f"| {metric} | {peer} | {len(values)} | {fmt(median)} |"
+                      f" {fmt(min(values))}–{fmt(max(values))} | {fmt(ratio)} |")
+            else:
+                span = f"{fmt(min(values))}-{fmt(max(values))}"
+                print(f"    {peer:<26} {len(values):>3} {fmt(median):>10} {span:>21} {fmt(ratio):>10} {fmt(diff):>10}")
 
 for ((workload, peer), message), n in errors.items():
     print(f"\nERROR {workload}/{peer}: {message} ({n} processes)")
