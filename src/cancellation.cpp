@@ -9,7 +9,7 @@ namespace {
 
 // Identifies the calling thread by the address of a thread-local: unlike
 // std::thread::id, a plain pointer keeps CancelState constant-initialisable.
-thread_local char this_thread_tag;
+QUELL_FAST_TLS thread_local char this_thread_tag;
 
 const void* this_thread() noexcept { return &this_thread_tag; }
 

@@ -76,8 +76,8 @@ constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
 constexpr TaskId kIdBlock = 1024;
 
 std::atomic<TaskId> next_id_block{1};  // relaxed: only uniqueness matters
-thread_local TaskId next_id = 0;
-thread_local TaskId id_limit = 0;
+QUELL_FAST_TLS thread_local TaskId next_id = 0;
+QUELL_FAST_TLS thread_local TaskId id_limit = 0;
 
 TaskId next_task_id() noexcept {
   if (next_id == id_limit) {
@@ -106,8 +106,8 @@ struct Worker {
 };
 
 namespace {
-thread_local Worker* this_worker = nullptr;
-thread_local TaskBase* this_task_ptr = nullptr;
+QUELL_FAST_TLS thread_local Worker* this_worker = nullptr;
+QUELL_FAST_TLS thread_local TaskBase* this_task_ptr = nullptr;
 }  // namespace
 
 class PoolCore {
