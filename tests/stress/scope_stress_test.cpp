@@ -324,11 +324,14 @@ TEST_P(ScopeStress, TaskGroupCancelRacingSubmissionsLosesNothing) {
   std::mt19937 rng(777);
   for (int r = 0; r < kRounds; ++r) {
     TaskGroup group(pool);
-    CancellationSource options_source;  // a second origin, cancelled by a third thread
+    // A second origin: submission i of each submitter follows sources[i],
+    // which another thread cancels in order, racing the submissions, so an
+    // options' token often fires while its task is being linked.
+    std::vector<CancellationSource> sources(kEach);
     std::atomic<bool> cancel_returned{false};
     std::barrier start(kSubmitters + 2);
     const int cancel_delay = static_cast<int>(rng() % 128);
-    const int options_delay = static_cast<int>(rng() % 256);
+    const int options_delay = static_cast<int>(rng() % 16);
     struct Submitted {
       Future<int> future;
       bool after_cancel;  // submit() began after cancel() returned
@@ -343,7 +346,7 @@ TEST_P(ScopeStress, TaskGroupCancelRacingSubmissionsLosesNothing) {
         for (int i = 0; i < kEach; ++i) {
           const bool after = cancel_returned.load();
           TaskOptions options;
-          if ((i & 1) != 0) options.set_cancellation(options_source.token());
+          if ((i & 3) != 3) options.set_cancellation(sources[static_cast<std::size_t>(i)].token());
           out.push_back({group.submit(
                              [p = Probe(&counts), &counts](CancellationToken token) mutable {
                                p.ran();
@@ -367,7 +370,7 @@ TEST_P(ScopeStress, TaskGroupCancelRacingSubmissionsLosesNothing) {
     threads.emplace_back([&] {
       start.arrive_and_wait();
       for (int i = options_delay; i > 0; --i) std::this_thread::yield();
-      options_source.request_cancel(CancelReason::shutdown);
+      for (auto& source : sources) source.request_cancel(CancelReason::shutdown);
     });
     for (auto& thread : threads) thread.join();
     group.wait_and_rethrow();
