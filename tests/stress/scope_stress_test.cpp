@@ -30,10 +30,10 @@ namespace quell {
 namespace {
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kRounds = 300;
+constexpr int kRounds = 1000;
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int kRounds = 300;
+constexpr int kRounds = 1000;
 #else
 constexpr int kRounds = 2000;
 #endif
