@@ -424,6 +424,15 @@ TEST(TaskGroup, TheDestructorCancelsQueuedTasksAndWaitsForRunningOnes) {
       started.count_down();
       if (!test::wait_cancelled(token)) return;
       running_saw = token.reason();
+      // Hold the only worker until the queued tasks are dropped: the
+      // group's callbacks run in no set order, and a worker let go early
+      // could take one that is not yet.
+      const auto until = std::chrono::steady_clock::now() + test::kGuard;
+      for (const auto& record : records) {
+        while (record.destroyed.load() == 0 && std::chrono::steady_clock::now() < until) {
+          std::this_thread::yield();
+        }
+      }
       running_finished = true;
     });
     started.wait();
