@@ -278,10 +278,33 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   // Before the links: once linked, another thread may resolve the task and
   // read timed_ in finish().
   task->timed_ = timed || placement.start != nullptr;
-  // Each may resolve the task at once (inline, through task_on_cancel).
+  // A tracked task has two links, and the first may fire (inline, or on the
+  // thread that cancels its parent) before the second is attached; resolved
+  // then, its finished hook would detach the links while we still attach,
+  // and the second would stay registered after the task is freed. So while
+  // linking, the hook only marks it, and it is dropped here, once linked.
+  const bool tracked = placement.set_state != nullptr;
+  // Relaxed: no other thread knows the task yet; the links' registrations
+  // (the parent's lock, released) publish it to a firing link.
+  if (tracked) task->status_.store(TaskBase::kLinking, std::memory_order_relaxed);
+  // Each may resolve an untracked task at once (inline, through task_on_cancel).
   CancelState* parent = StateAccess::state(options.cancellation());
   if (parent != &never_cancelled) task->origin_.attach(parent, task);
-  if (placement.set_state != nullptr) placement.set_link->attach(placement.set_state, task);
+  if (tracked) {
+    placement.set_link->attach(placement.set_state, task);
+    std::uint32_t linking = TaskBase::kLinking;
+    // Acq_rel, against task_on_cancel()'s CAS to link_cancelled: either it
+    // saw queued (and drops the task itself) or we see its mark, and then
+    // the reason it set before its hook ran.
+    if (!task->status_.compare_exchange_strong(linking, TaskBase::kQueued,
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+      // Relaxed: the hook ran (once: a state is cancelled once) and no
+      // waiter knows the task yet; we alone own it now (T1).
+      task->status_.store(TaskBase::kDropping, std::memory_order_relaxed);
+      drop(task);
+    }
+  }
   const Clock::time_point now = timed || placement.start != nullptr ? Clock::now() : Clock::time_point{};
   if (timed && task->deadline_ <= now) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
@@ -391,13 +414,22 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
 void task_on_cancel(CancelState* state) noexcept {
   auto* task = static_cast<TaskBase*>(state);
   std::uint32_t word = task->status_.load(std::memory_order_relaxed);
+  std::uint32_t next = 0;
   do {
-    if ((word & TaskBase::kValueMask) != TaskBase::kQueued) return;  // running, or resolved
-    // Acq_rel: as try_start(); the winner owns the callable (T1).
-  } while (!task->status_.compare_exchange_weak(
-      word, (word & ~TaskBase::kValueMask) | TaskBase::kDropping, std::memory_order_acq_rel,
-      std::memory_order_relaxed));
-  task->pool_->drop(task);
+    const std::uint32_t value = word & TaskBase::kValueMask;
+    if (value == TaskBase::kQueued) {
+      next = (word & ~TaskBase::kValueMask) | TaskBase::kDropping;
+    } else if (value == TaskBase::kLinking) {
+      next = (word & ~TaskBase::kValueMask) | TaskBase::kLinkCancelled;  // its submitter drops it
+    } else {
+      return;  // running, or resolved
+    }
+    // Acq_rel: as try_start(); the winner owns the callable (T1). To
+    // link_cancelled, a release: the submitter's CAS that reads it sees the
+    // reason set before this hook ran.
+  } while (!task->status_.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed));
+  if ((next & TaskBase::kValueMask) == TaskBase::kDropping) task->pool_->drop(task);
 }
 
 // ---- workers -----------------------------------------------------------

@@ -13,11 +13,21 @@
 //
 //   rejected is stored before the task is published.
 //
+//   A tracked task (of a group or scope) has two links, to its options'
+//   token and to its set's, attached one after the other at submission; the
+//   first may fire before the second is attached. So it is submitted in
+//   linking, which the hook only marks:
+//
+//   linking ──CAS by the submitter, both links attached──> queued
+//     │
+//     └──CAS by on_cancel──> link_cancelled ──store by the submitter──> dropping
+//
 // Invariants
 //   T1  Exactly one thread moves a task out of queued, by one CAS: a worker
 //       (to running) or the cancellation hook (to dropping). So a task is run
 //       or dropped, never both, and its callable is destroyed exactly once,
-//       by that thread.
+//       by that thread. A task being linked is resolved by its submitter
+//       only, once every link is attached, so no link outlives the task.
 //   T2  The terminal value is stored once, by an exchange, after the result
 //       (or error) is written and the callable destroyed. It never changes.
 //   T3  Bits 8 and 9 say someone sleeps waiting for the terminal value (a
@@ -71,6 +81,8 @@ class TaskBase : public CancelState {
   static constexpr std::uint32_t kTimedOut = 5;
   static constexpr std::uint32_t kRejected = 6;
   static constexpr std::uint32_t kDropping = 7;  // internal: resolves to cancelled / timed_out
+  static constexpr std::uint32_t kLinking = 8;   // internal: a tracked task's links being attached
+  static constexpr std::uint32_t kLinkCancelled = 9;  // internal: cancelled while linking
   static constexpr std::uint32_t kValueMask = 0xFF;
   static constexpr std::uint32_t kThreadWaiting = 1u << 8;
   static constexpr std::uint32_t kWorkerWaiting = 1u << 9;
@@ -92,7 +104,7 @@ class TaskBase : public CancelState {
   TaskStatus status() const noexcept {
     // Acquire: pairs with the release exchange that stored a terminal value.
     const std::uint32_t value = status_.load(std::memory_order_acquire) & kValueMask;
-    return value == kDropping ? TaskStatus::queued : static_cast<TaskStatus>(value);
+    return value >= kDropping ? TaskStatus::queued : static_cast<TaskStatus>(value);
   }
   bool ready() const noexcept { return is_terminal(status_.load(std::memory_order_acquire)); }
 
