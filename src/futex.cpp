@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <limits>
 
 namespace quell::detail {
 namespace {
@@ -27,11 +28,19 @@ bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expe
                       std::chrono::steady_clock::time_point deadline) noexcept {
   // steady_clock is CLOCK_MONOTONIC on Linux: FUTEX_WAIT_BITSET takes an
   // absolute time on that clock.
+  // time_point::max() (a wait with no deadline) is about 9.2e9 s: it fits a
+  // 64-bit time_t, and the kernel saturates a time past its own range. A
+  // 32-bit time_t would wrap it to the past, so clamp to the latest second
+  // it holds.
   const auto since_epoch = deadline.time_since_epoch();
   if (since_epoch.count() < 0) return false;
   const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
   const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs);
-  const timespec at{static_cast<time_t>(secs.count()), static_cast<long>(nanos.count())};
+  constexpr auto kMaxSecs = std::numeric_limits<time_t>::max();
+  const timespec at{
+      secs.count() > kMaxSecs ? kMaxSecs : static_cast<time_t>(secs.count()),
+      static_cast<long>(nanos.count()),
+  };
   if (futex(word, FUTEX_WAIT_BITSET_PRIVATE, expected, &at, FUTEX_BITSET_MATCH_ANY) == -1 &&
       errno == ETIMEDOUT) {
     return false;

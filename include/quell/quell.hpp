@@ -12,3 +12,4 @@
 #include "quell/task_options.hpp"
 #include "quell/task_status.hpp"
 #include "quell/thread_pool.hpp"
+#include "quell/wait.hpp"
