@@ -66,8 +66,8 @@ bool PeriodicCore::stopped() const noexcept {
   // The pool's shutdown stops the schedule even when no tick is refused: the
   // next slot's timer entry is released unfired, and a `cancel` shutdown
   // drops a queued tick, so the chain ends without a rejection.
-  return source_.cancelled() || refused_.load(std::memory_order_relaxed) ||  // relaxed: see schedule()
-         pool_closed(pool_);
+  // Relaxed: see schedule().
+  return source_.cancelled() || refused_.load(std::memory_order_relaxed) || pool_closed(pool_);
 }
 
 void PeriodicCore::stop() noexcept {

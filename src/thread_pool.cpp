@@ -305,7 +305,8 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
       drop(task);
     }
   }
-  const Clock::time_point now = timed || placement.start != nullptr ? Clock::now() : Clock::time_point{};
+  const bool delayed = placement.start != nullptr;
+  const Clock::time_point now = timed || delayed ? Clock::now() : Clock::time_point{};
   if (timed && task->deadline_ <= now) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
   }

@@ -62,7 +62,8 @@ bool TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
     return false;
   }
   // Relaxed: a hint (see entry_died()).
-  if (heap_.size() >= kSweepFloor && dead_hint_.load(std::memory_order_relaxed) > heap_.size() / 2) {
+  const std::size_t dead = dead_hint_.load(std::memory_order_relaxed);
+  if (heap_.size() >= kSweepFloor && dead > heap_.size() / 2) {
     sweep(released);
   }
   heap_.push_back(entry);

@@ -12,8 +12,9 @@
 // spawned it, its deadline, a `cancel` shutdown. Deadlines and delayed starts
 // (submit_after(), submit_at()) are kept by the pool's timer thread
 // (docs/timers.md): a queued task whose deadline passes is resolved
-// timed_out at the deadline; a running one sees its token cancelled then. A queued task whose state is cancelled is
-// dropped at once, on the cancelling thread: its future becomes ready
+// timed_out at the deadline; a running one sees its token cancelled then.
+//
+// A queued task whose state is cancelled is dropped at once, on the cancelling thread: its future becomes ready
 // (cancelled, or timed_out for a deadline) and its callable, with everything
 // it captured, is destroyed then. A running task is never interrupted: it
 // polls its token (passed to f(CancellationToken), or
