@@ -14,9 +14,9 @@
 // (docs/timers.md): a queued task whose deadline passes is resolved
 // timed_out at the deadline; a running one sees its token cancelled then.
 //
-// A queued task whose state is cancelled is dropped at once, on the cancelling thread: its future becomes ready
-// (cancelled, or timed_out for a deadline) and its callable, with everything
-// it captured, is destroyed then. A running task is never interrupted: it
+// A queued task whose state is cancelled is dropped at once, on the
+// cancelling thread: its future becomes ready (cancelled, or timed_out for a
+// deadline) and its callable, with everything it captured, is destroyed then. A running task is never interrupted: it
 // polls its token (passed to f(CancellationToken), or
 // this_task::cancellation_token()).
 //
