@@ -285,21 +285,6 @@ std::optional<std::string> take_line(std::string& input) {
 
 // ---- requests ------------------------------------------------------------------
 
-// Sleeps for `duration` unless `token` is cancelled first; false if it was.
-// (quell::sleep_for, API.md §8, will do this.)
-bool sleep_unless_cancelled(Clock::duration duration, const quell::CancellationToken& token) {
-  std::mutex mutex;
-  std::condition_variable woken;
-  quell::CancellationCallback wake(token, [&] {
-    // Taking the mutex: the sleeper is either before its check of the token,
-    // or waiting and sure to get this notification. No lost wake-up.
-    std::lock_guard lock(mutex);
-    woken.notify_one();
-  });
-  std::unique_lock lock(mutex);  // released before `wake` is destroyed
-  return !woken.wait_for(lock, duration, [&] { return token.cancelled(); });
-}
-
 // A request's answer, or nothing if its token was cancelled first.
 std::optional<std::string> answer(const std::string& line, const quell::CancellationToken& token) {
   constexpr std::string_view kSleep = "sleep ";
@@ -309,7 +294,7 @@ std::optional<std::string> answer(const std::string& line, const quell::Cancella
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
     if (error == std::errc() && end == digits.data() + digits.size()) {
       const auto duration = std::min<Clock::duration>(std::chrono::milliseconds(ms), kMaxSleep);
-      if (!sleep_unless_cancelled(duration, token)) return std::nullopt;
+      if (!quell::sleep_for(duration, token)) return std::nullopt;
       return "slept " + std::to_string(ms);
     }
   }
@@ -372,7 +357,7 @@ class Slots {
     // Registered before taking the mutex: on a cancelled token it runs here,
     // inline, and takes the mutex itself.
     quell::CancellationCallback wake(token, [this] {
-      std::lock_guard lock(mutex_);  // as in sleep_unless_cancelled: no lost wake-up
+      std::lock_guard lock(mutex_);  // the waiter checks under it: no lost wake-up
       changed_.notify_all();
     });
     std::unique_lock lock(mutex_);  // released before `wake` is destroyed
