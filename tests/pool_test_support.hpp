@@ -35,9 +35,26 @@ using namespace std::chrono_literals;
 inline constexpr std::chrono::seconds kGuard{30};
 
 // A one-shot gate tasks wait on. open() is idempotent.
+//
+// The destructor opens it and waits until every waiter has left wait(): a
+// thread released from a latch still reads it on its way out, so a gate
+// declared after the pool whose tasks wait on it (and so destroyed first)
+// would otherwise be read after its end.
 class Gate {
  public:
-  void wait() const { latch_.wait(); }
+  Gate() = default;
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  ~Gate() {
+    open();
+    while (waiters_.load() != 0) std::this_thread::yield();
+  }
+
+  void wait() const {
+    waiters_.fetch_add(1);
+    latch_.wait();
+    waiters_.fetch_sub(1);  // the waiter's last access to the gate
+  }
   void open() {
     if (!opened_.exchange(true)) latch_.count_down();
   }
@@ -45,6 +62,7 @@ class Gate {
 
  private:
   mutable std::latch latch_{1};
+  mutable std::atomic<int> waiters_{0};
   std::atomic<bool> opened_{false};
 };
 
