@@ -158,11 +158,12 @@ void CancelState::deregister_taken(CallbackNode* node) noexcept {
     unlock(0);
     // Acquire: pairs with the release bump in run_callbacks().
     done_epoch_.wait(epoch, std::memory_order_acquire);
-  } else {
-    // Done, or running on this thread: we are inside it, nothing to wait for.
-    unlock(0);
+    release(kRef);
+    return;
   }
-  release(kRef);
+  // Done, or running on this thread: we are inside it, nothing to wait for.
+  // Unlocking and dropping the node's reference in one step.
+  if (unlock(kRef)) destroy();
 }
 
 void CancelState::destroy() noexcept {

@@ -152,8 +152,13 @@ class CancelState {
         break;
       }
     }
-    if (head_ == nullptr && hooks_ == nullptr) {
+    if (head_ == nullptr) {
+      // Nothing can join the list now that the reason is set (try_register()
+      // then has its caller run the callback inline), so only the hook is
+      // left to run, and the caller's reference keeps the state alive for
+      // it: no reference of our own, no second trip through the lock.
       unlock(0);
+      if (hooks_ != nullptr) hooks_->on_cancel(this);
       return true;
     }
     run_callbacks();
