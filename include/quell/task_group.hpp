@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/config.hpp"
 #include "quell/detail/task_set.hpp"
 #include "quell/future.hpp"
 #include "quell/task_options.hpp"
@@ -77,7 +78,7 @@ class TaskGroup {
   std::size_t pending() const noexcept { return set_.pending(); }
 
  private:
-  detail::TaskSet set_;
+  alignas(detail::kCacheLine) detail::TaskSet set_;  // with submitted_: one line per spawn
   std::atomic<std::size_t> submitted_{0};
 };
 
