@@ -30,15 +30,15 @@ namespace quell {
 namespace {
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kRounds = 1000;
+constexpr int kRounds = 2000;
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int kRounds = 1000;
-#else
 constexpr int kRounds = 2000;
+#else
+constexpr int kRounds = 5000;
 #endif
 #else
-constexpr int kRounds = 2000;
+constexpr int kRounds = 5000;
 #endif
 
 // A round that makes no progress for this long is a hang: abort with a
