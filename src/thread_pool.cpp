@@ -691,10 +691,6 @@ ThreadPoolStats PoolCore::stats() const noexcept {
 
 // ---- the functions the headers declare ----------------------------------
 
-bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options) {
-  return pool->submit(task, options, Placement{});
-}
-
 bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
                  const Placement& placement) {
   return pool->submit(task, options, placement);

@@ -43,7 +43,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/task.hpp"
-#include "quell/detail/task_set.hpp"
+#include "quell/detail/submission.hpp"
 #include "quell/future.hpp"
 #include "quell/task_handle.hpp"
 #include "quell/task_options.hpp"
@@ -71,20 +71,6 @@ struct ThreadPoolStats {
   std::size_t queued = 0;   // accepted, neither started nor resolved
   std::size_t running = 0;  // started, not yet terminal
 };
-
-namespace detail {
-// Assigns the task to `pool`, then accepts and enqueues it, or resolves it
-// as rejected. Consumes the queue's reference either way. False if rejected.
-bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options);
-
-}  // namespace detail
-class ThreadPool;
-namespace detail {
-// How groups, scopes and periodic tasks reach the pool's core.
-struct PoolAccess {
-  static PoolCore* core(const ThreadPool& pool) noexcept;
-};
-}  // namespace detail
 
 class ThreadPool {
  public:

@@ -19,33 +19,12 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/submission.hpp"
 #include "quell/detail/task.hpp"
 #include "quell/detail/wait_count.hpp"
 #include "quell/task_options.hpp"
 
 namespace quell::detail {
-
-struct Placement;
-bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
-                 const Placement& placement);
-
-// now + delay, saturating at time_point::max() instead of overflowing.
-inline std::chrono::steady_clock::time_point saturated_after(
-    std::chrono::steady_clock::duration delay) noexcept {
-  const auto now = std::chrono::steady_clock::now();
-  if (delay <= std::chrono::steady_clock::duration::zero()) return now;
-  if (delay > std::chrono::steady_clock::time_point::max() - now) {
-    return std::chrono::steady_clock::time_point::max();
-  }
-  return now + delay;
-}
-
-// How a task enters the pool beyond its options.
-struct Placement {
-  CancelState* set_state = nullptr;  // a set's state, followed through set_link
-  CancelLink* set_link = nullptr;
-  const std::chrono::steady_clock::time_point* start = nullptr;  // delayed until then
-};
 
 class TaskSet {
  public:

@@ -1,0 +1,47 @@
+#pragma once
+
+// How a task block reaches a pool: the one entry point the public headers
+// call, and what it takes beyond the task's options.
+
+#include <chrono>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/task.hpp"
+#include "quell/task_options.hpp"
+
+namespace quell {
+class ThreadPool;
+}
+
+namespace quell::detail {
+
+// How a task enters the pool beyond its options.
+struct Placement {
+  CancelState* set_state = nullptr;  // a group's or scope's state, followed through set_link
+  CancelLink* set_link = nullptr;
+  const std::chrono::steady_clock::time_point* start = nullptr;  // delayed until then
+};
+
+// Assigns the task to `pool`, then accepts and enqueues it (or hands it to
+// the timer, for a delayed start), or resolves it as rejected. Consumes the
+// queue's reference either way. False if rejected.
+bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
+                 const Placement& placement = {});
+
+// How groups, scopes and periodic tasks reach the pool's core.
+struct PoolAccess {
+  static PoolCore* core(const ThreadPool& pool) noexcept;
+};
+
+// now + delay, saturating at time_point::max() instead of overflowing.
+inline std::chrono::steady_clock::time_point saturated_after(
+    std::chrono::steady_clock::duration delay) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  if (delay <= std::chrono::steady_clock::duration::zero()) return now;
+  if (delay > std::chrono::steady_clock::time_point::max() - now) {
+    return std::chrono::steady_clock::time_point::max();
+  }
+  return now + delay;
+}
+
+}  // namespace quell::detail
