@@ -269,15 +269,13 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     return false;
   }
   const bool timed = options.timeout() || options.deadline();
-  if (timed) {
-    // Read once: the deadline entry and the start check must agree. A
-    // timeout saturates: now + duration::max() would overflow into the past.
-    task->deadline_ =
-        options.timeout() ? saturated_after(*options.timeout()) : *options.deadline();
-  }
+  const bool delayed = placement.start != nullptr;
+  // One clock read, for the deadline and the checks against it below.
+  const Clock::time_point now = timed || delayed ? Clock::now() : Clock::time_point{};
+  if (timed) task->deadline_ = *options.deadline_from(now);
   // Before the links: once linked, another thread may resolve the task and
   // read timed_ in finish().
-  task->timed_ = timed || placement.start != nullptr;
+  task->timed_ = timed || delayed;
   // A tracked task has two links, and the first may fire (inline, or on the
   // thread that cancels its parent) before the second is attached; resolved
   // then, its finished hook would detach the links while we still attach,
@@ -305,8 +303,6 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
       drop(task);
     }
   }
-  const bool delayed = placement.start != nullptr;
-  const Clock::time_point now = timed || delayed ? Clock::now() : Clock::time_point{};
   if (timed && task->deadline_ <= now) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
   }
@@ -317,7 +313,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     return true;
   }
   if (timed) timers_.add_deadline(task, task->deadline_);
-  if (placement.start != nullptr && *placement.start > now) {
+  if (delayed && *placement.start > now) {
     if (!timers_.add_start(task, *placement.start)) {
       // A shutdown began after we were accepted: resolved as the delayed
       // tasks it found were (cancelled, reason shutdown).

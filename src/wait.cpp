@@ -3,26 +3,13 @@
 #include <atomic>
 #include <cstdint>
 
+#include "quell/detail/clock.hpp"
 #include "quell/detail/futex.hpp"
 
 namespace quell {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// now + duration, saturated to the clock's range instead of overflowing.
-Clock::time_point saturating_add(Clock::time_point now, Clock::duration duration) noexcept {
-  const Clock::duration since_epoch = now.time_since_epoch();
-  if (duration > Clock::duration::zero() &&
-      since_epoch > Clock::time_point::max().time_since_epoch() - duration) {
-    return Clock::time_point::max();
-  }
-  if (duration < Clock::duration::zero() &&
-      since_epoch < Clock::time_point::min().time_since_epoch() - duration) {
-    return Clock::time_point::min();
-  }
-  return now + duration;
-}
 
 }  // namespace
 
@@ -53,7 +40,7 @@ bool sleep_until(Clock::time_point deadline, const CancellationToken& token) {
 }
 
 bool sleep_for(Clock::duration duration, const CancellationToken& token) {
-  return sleep_until(saturating_add(Clock::now(), duration), token);
+  return sleep_until(detail::saturating_add(Clock::now(), duration), token);
 }
 
 }  // namespace quell

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/clock.hpp"
 #include "quell/task_status.hpp"
 
 namespace quell {
@@ -45,9 +46,10 @@ class TaskOptions {
   std::optional<Clock::duration> timeout() const noexcept { return timeout_; }
   TaskPriority priority() const noexcept { return priority_; }
 
-  // The deadline for a task submitted at `now`, if any.
+  // The deadline for a task submitted at `now`, if any. A timeout too long
+  // for the clock saturates to time_point::max().
   std::optional<Clock::time_point> deadline_from(Clock::time_point now) const noexcept {
-    if (timeout_) return now + *timeout_;
+    if (timeout_) return detail::saturating_add(now, *timeout_);
     return deadline_;
   }
 

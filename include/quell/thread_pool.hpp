@@ -43,6 +43,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/task.hpp"
+#include "quell/detail/clock.hpp"
 #include "quell/detail/submission.hpp"
 #include "quell/future.hpp"
 #include "quell/task_handle.hpp"
@@ -114,7 +115,8 @@ class ThreadPool {
   auto submit_after(std::chrono::steady_clock::duration delay, F&& f,
                     const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {
-    return submit_at(detail::saturated_after(delay), std::forward<F>(f), options);
+    return submit_at(detail::saturating_add(std::chrono::steady_clock::now(), delay),
+                     std::forward<F>(f), options);
   }
 
   template <class F>

@@ -33,15 +33,4 @@ struct PoolAccess {
   static PoolCore* core(const ThreadPool& pool) noexcept;
 };
 
-// now + delay, saturating at time_point::max() instead of overflowing.
-inline std::chrono::steady_clock::time_point saturated_after(
-    std::chrono::steady_clock::duration delay) noexcept {
-  const auto now = std::chrono::steady_clock::now();
-  if (delay <= std::chrono::steady_clock::duration::zero()) return now;
-  if (delay > std::chrono::steady_clock::time_point::max() - now) {
-    return std::chrono::steady_clock::time_point::max();
-  }
-  return now + delay;
-}
-
 }  // namespace quell::detail
