@@ -57,17 +57,14 @@ void PeriodicCore::start() { schedule(1); }
 void PeriodicCore::schedule(std::uint64_t slot) noexcept {
   slot_ = slot;
   const Clock::time_point due = origin_ + interval_ * static_cast<Clock::rep>(slot);
-  // Relaxed: running() reads it as a hint; stopped ticks are also
-  // prevented by the cancelled source.
-  if (!pool_timers(pool_).add_periodic(this, due)) refused_.store(true, std::memory_order_relaxed);
+  pool_timers(pool_).add_periodic(this, due);
 }
 
 bool PeriodicCore::stopped() const noexcept {
-  // The pool's shutdown stops the schedule even when no tick is refused: the
-  // next slot's timer entry is released unfired, and a `cancel` shutdown
-  // drops a queued tick, so the chain ends without a rejection.
-  // Relaxed: see schedule().
-  return source_.cancelled() || refused_.load(std::memory_order_relaxed) || pool_closed(pool_);
+  // The pool's shutdown ends the schedule however the chain is cut: a tick
+  // rejected, a queued tick dropped by a `cancel` shutdown, the next slot's
+  // timer entry released unfired.
+  return source_.cancelled() || pool_closed(pool_);
 }
 
 void PeriodicCore::stop() noexcept {
@@ -87,9 +84,7 @@ void PeriodicCore::fire() noexcept {
     auto* task = new TaskNode<Tick, void>(std::move(tick), 1, 1);
     // A stop() from here on cancels the tick's token: dropped, or seen. A
     // rejection destroys the tick unrun: see ~Tick.
-    if (!pool_submit(pool_, task, options_) && pool_closed(pool_)) {
-      refused_.store(true, std::memory_order_relaxed);  // relaxed: see schedule()
-    }
+    pool_submit(pool_, task, options_);
   } catch (const std::bad_alloc&) {
     // No memory for this tick: ~Tick (below) skips the slot.
   }

@@ -43,36 +43,33 @@ void TimerService::add_deadline(TaskBase* task, Clock::time_point due) {
   for (const Entry& entry : released) release(entry);
 }
 
-bool TimerService::add_periodic(PeriodicCore* periodic, Clock::time_point due) {
+void TimerService::add_periodic(PeriodicCore* periodic, Clock::time_point due) {
   periodic->add_ref();
   std::vector<Entry> released;
-  bool added = false;
   {
     std::unique_lock lock(mutex_);
-    added = push(lock, Entry{due, periodic, Kind::periodic}, released);
+    push(lock, Entry{due, periodic, Kind::periodic}, released);
   }
   for (const Entry& entry : released) release(entry);
-  return added;
 }
 
-bool TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
+void TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
                         std::vector<Entry>& released) {
   if (stopping_) {  // the pool has shut down: nothing will fire
     released.push_back(entry);
-    return false;
+    return;
   }
   // Relaxed: a hint (see entry_died()).
   const std::size_t dead = dead_hint_.load(std::memory_order_relaxed);
   if (heap_.size() >= kSweepFloor && dead > heap_.size() / 2) {
     sweep(released);
   }
+  // Wake the thread only when its sleep would end too late now.
+  const bool earliest = heap_.empty() || entry.due < heap_.front().due;
   heap_.push_back(entry);
   std::push_heap(heap_.begin(), heap_.end(), Later{});
-  // Wake the thread only when its sleep ends too late now.
-  const bool earliest = heap_.front().target == entry.target && heap_.front().due == entry.due;
   lock.unlock();
   if (earliest) wake_.notify_one();
-  return true;
 }
 
 void TimerService::sweep(std::vector<Entry>& released) {
@@ -192,10 +189,7 @@ void TimerService::stop() {
     std::lock_guard lock(mutex_);
     left.swap(heap_);
   }
-  for (const Entry& entry : left) {
-    if (entry.kind == Kind::periodic) static_cast<PeriodicCore*>(entry.target)->refuse();
-    release(entry);
-  }
+  for (const Entry& entry : left) release(entry);
 }
 
 }  // namespace quell::detail

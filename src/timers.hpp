@@ -54,8 +54,9 @@ class TimerService {
   bool add_start(TaskBase* task, Clock::time_point due);
   // Cancels `task`'s token with reason deadline at `due`. Adds a reference.
   void add_deadline(TaskBase* task, Clock::time_point due);
-  // Fires `periodic` at `due`. Adds a reference. False once stopped.
-  bool add_periodic(PeriodicCore* periodic, Clock::time_point due);
+  // Fires `periodic` at `due`. Adds a reference. Once stopped, does nothing:
+  // the periodic task sees its pool closed.
+  void add_periodic(PeriodicCore* periodic, Clock::time_point due);
 
   // An entry's target ended before its due time: a hint for the sweep.
   void entry_died() noexcept {
@@ -80,8 +81,8 @@ class TimerService {
     bool operator()(const Entry& a, const Entry& b) const noexcept { return a.due > b.due; }
   };
 
-  // Unlocks. False (the entry goes to `released`) once stopped.
-  bool push(std::unique_lock<std::mutex>& lock, Entry entry, std::vector<Entry>& released);
+  // Unlocks. Once stopped, the entry goes to `released` instead.
+  void push(std::unique_lock<std::mutex>& lock, Entry entry, std::vector<Entry>& released);
   void sweep(std::vector<Entry>& released);
   void run() noexcept;
   void fire(const Entry& entry) noexcept;

@@ -50,8 +50,6 @@ class PeriodicCore {
   void join();
   bool stopped() const noexcept;
   void fire() noexcept;  // the timer thread: the slot is due, post a tick
-  // The pool shut down with a slot still scheduled: no tick will come.
-  void refuse() noexcept { refused_.store(true, std::memory_order_relaxed); }  // see schedule()
 
   std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
   std::uint64_t skipped() const noexcept { return skipped_.load(std::memory_order_relaxed); }
@@ -90,7 +88,6 @@ class PeriodicCore {
   std::atomic<std::uint64_t> ticks_{0};  // relaxed counters: statistics
   std::atomic<std::uint64_t> skipped_{0};
   std::atomic<std::uint64_t> failed_{0};
-  std::atomic<bool> refused_{false};  // the pool would not take a tick (shut down)
   WaitCount in_flight_;               // ticks posted and not yet ended (0 or 1)
   std::atomic<std::uint32_t> refs_{1};
 };
