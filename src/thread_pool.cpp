@@ -698,10 +698,17 @@ TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
 
 bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
 
+namespace {
+// The calling thread, if it is a worker of `pool` (and so helps while it waits).
+Worker* helper_in(const PoolCore* pool) noexcept {
+  Worker* worker = this_worker;
+  return worker != nullptr && &worker->pool == pool ? worker : nullptr;
+}
+}  // namespace
+
 void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   if (count.count() == 0) return;
-  Worker* worker = this_worker;
-  if (worker != nullptr && &worker->pool == pool) {
+  if (Worker* worker = helper_in(pool)) {
     pool->help_until(*worker, CountTarget{count}, nullptr);
   } else {
     count.block();
@@ -733,17 +740,11 @@ bool block_until(TaskBase* task, const Clock::time_point* deadline) {
   return true;
 }
 
-// A worker of the task's pool, or null.
-Worker* helper_for(const TaskBase* task) noexcept {
-  Worker* worker = this_worker;
-  return worker != nullptr && task->pool_ == &worker->pool ? worker : nullptr;
-}
-
 }  // namespace
 
 void task_wait(TaskBase* task) {
   if (task->ready()) return;
-  if (Worker* worker = helper_for(task)) {
+  if (Worker* worker = helper_in(task->pool_)) {
     worker->pool.help_until(*worker, TaskTarget{task}, nullptr);
   } else {
     block_until(task, nullptr);
@@ -752,7 +753,7 @@ void task_wait(TaskBase* task) {
 
 bool task_wait_until(TaskBase* task, Clock::time_point deadline) {
   if (task->ready()) return true;
-  if (Worker* worker = helper_for(task)) {
+  if (Worker* worker = helper_in(task->pool_)) {
     return worker->pool.help_until(*worker, TaskTarget{task}, &deadline);
   }
   return block_until(task, &deadline);
