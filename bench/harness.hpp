@@ -13,8 +13,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "quell/task_options.hpp"
+#include "quell/thread_pool.hpp"
 
 namespace quell_bench {
 
@@ -46,6 +50,82 @@ inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n == 0 ? 0 : (n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2);
+}
+
+// ---- a submission option's cost (W6 a token, T2 a deadline) ---------------
+
+struct BatchTime {
+  double total = 0;   // seconds: submit, wait for all, drop the futures
+  double submit = 0;  // seconds: the submission loop
+};
+
+// Submits `count` empty tasks with `options`, keeping their futures, then
+// waits for all of them.
+inline BatchTime submit_batch(quell::ThreadPool& pool, const quell::TaskOptions& options,
+                              std::size_t count, std::vector<quell::Future<void>>& futures) {
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < count; ++i) futures.push_back(pool.submit([] {}, options));
+  const double submitted = seconds_since(start);
+  for (auto& future : futures) future.get();
+  futures.clear();
+  return {seconds_since(start), submitted};
+}
+
+// Batches of `count` submissions with `options`: ns_per_task and
+// ns_submit_per_task.
+inline void run_batches(benchmark::State& state, std::size_t workers,
+                        const quell::TaskOptions& options, std::size_t count) {
+  quell::ThreadPool pool(workers);
+  std::vector<quell::Future<void>> futures;
+  futures.reserve(count);
+  double submit_seconds = 0;
+  run_timed(state, count, "ns_per_task", [&] {
+    const BatchTime t = submit_batch(pool, options, count, futures);
+    submit_seconds += t.submit;
+    return t.total;
+  });
+  // The warm-up's submission time is in submit_seconds too: one more sample.
+  state.counters["ns_submit_per_task"] =
+      submit_seconds * 1e9 /
+      (static_cast<double>(state.iterations() + 1) * static_cast<double>(count));
+}
+
+// What an option adds, measured in one process: batches without it and with
+// it, alternating which goes first, and the median of the per-pair
+// differences. Counters ns_per_task_no_<what>, ns_per_task_<what>,
+// <what>_ns_per_task and <what>_submit_ns_per_task.
+inline void run_paired_batches(benchmark::State& state, std::size_t workers,
+                               const quell::TaskOptions& without, const quell::TaskOptions& with,
+                               std::size_t count, const std::string& what) {
+  quell::ThreadPool pool(workers);
+  std::vector<quell::Future<void>> futures;
+  futures.reserve(count);
+  submit_batch(pool, without, count, futures);  // warm-up, both ways
+  submit_batch(pool, with, count, futures);
+  std::vector<double> total_diff, submit_diff;
+  double plain_total = 0, with_total = 0;
+  std::size_t pair = 0;
+  for (auto _ : state) {
+    BatchTime plain, other;
+    if (pair++ % 2 == 1) {
+      other = submit_batch(pool, with, count, futures);
+      plain = submit_batch(pool, without, count, futures);
+    } else {
+      plain = submit_batch(pool, without, count, futures);
+      other = submit_batch(pool, with, count, futures);
+    }
+    state.SetIterationTime(plain.total + other.total);
+    plain_total += plain.total;
+    with_total += other.total;
+    total_diff.push_back(other.total - plain.total);
+    submit_diff.push_back(other.submit - plain.submit);
+  }
+  const double per_task = 1e9 / static_cast<double>(count);
+  const double pairs = static_cast<double>(state.iterations());
+  state.counters["ns_per_task_no_" + what] = plain_total * per_task / pairs;
+  state.counters["ns_per_task_" + what] = with_total * per_task / pairs;
+  state.counters[what + "_ns_per_task"] = median(total_diff) * per_task;
+  state.counters[what + "_submit_ns_per_task"] = median(submit_diff) * per_task;
 }
 
 // Completion by count, for peers without futures: the task that brings the

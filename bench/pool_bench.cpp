@@ -50,6 +50,7 @@
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
+#include "fib.hpp"
 #include "harness.hpp"
 #include "naive_pool.hpp"
 #include "quell/thread_pool.hpp"
@@ -59,14 +60,12 @@ namespace {
 using quell_bench::Blocker;
 using quell_bench::Clock;
 using quell_bench::Countdown;
-using quell_bench::median;
 using quell_bench::NaivePool;
 using quell_bench::run_timed;
 using quell_bench::seconds_since;
 
 constexpr std::size_t kWorkers = 2;
 constexpr std::size_t kThroughputTasks = 1'000'000;  // W1
-constexpr int kFibN = 25;                            // W2
 constexpr std::size_t kCancelTasks = 100'000;        // W5
 constexpr std::size_t kTokenTasks = 100'000;         // W6
 
@@ -264,53 +263,13 @@ void w1_naive_promise(benchmark::State& state) {
 // a worker blocked in get() would hold its thread while the child it waits
 // for sits in the queue behind it, and with two workers that deadlocks.
 
-constexpr std::uint64_t spawns(int n) { return n < 2 ? 0 : 1 + spawns(n - 1) + spawns(n - 2); }
-constexpr int fib_value(int n) { return n < 2 ? n : fib_value(n - 1) + fib_value(n - 2); }
-
-int fib_quell(quell::ThreadPool& pool, int n) {
-  if (n < 2) return n;
-  auto child = pool.submit([&pool, n] { return fib_quell(pool, n - 1); });
-  const int b = fib_quell(pool, n - 2);
-  return child.get() + b;  // on a worker, get() runs other tasks until ready
-}
-
-int fib_tbb(int n) {
-  if (n < 2) return n;
-  int a = 0;
-  tbb::task_group group;
-  group.run([&a, n] { a = fib_tbb(n - 1); });
-  const int b = fib_tbb(n - 2);
-  group.wait();
-  return a + b;
-}
-
 void w2_quell(benchmark::State& state) {
-  quell::ThreadPool pool(kWorkers);
-  bool wrong = false;
-  run_timed(state, spawns(kFibN), "ns_per_spawn", [&] {
-    const auto start = Clock::now();
-    // The root runs on a worker, like every other call.
-    const int result = pool.submit([&pool] { return fib_quell(pool, kFibN); }).get();
-    const double s = seconds_since(start);
-    wrong |= result != fib_value(kFibN);
-    return s;
-  }, "ms_total");
-  if (wrong) state.SkipWithError("wrong fib result");
+  quell_bench::run_fib_quell(state, kWorkers, [](quell::ThreadPool& pool) {
+    return quell_bench::fib_submit(pool, quell_bench::kFibN);
+  });
 }
 
-void w2_tbb_task_group(benchmark::State& state) {
-  tbb::task_arena arena(static_cast<int>(kWorkers));  // the main thread + one worker
-  bool wrong = false;
-  run_timed(state, spawns(kFibN), "ns_per_spawn", [&] {
-    const auto start = Clock::now();
-    int result = 0;
-    arena.execute([&result] { result = fib_tbb(kFibN); });
-    const double s = seconds_since(start);
-    wrong |= result != fib_value(kFibN);
-    return s;
-  }, "ms_total");
-  if (wrong) state.SkipWithError("wrong fib result");
-}
+void w2_tbb_task_group(benchmark::State& state) { quell_bench::run_fib_tbb(state, kWorkers); }
 
 // ---- W5: cancel latency and bytes per queued task -------------------------
 //
@@ -533,73 +492,18 @@ void w5_naive_promise(benchmark::State& state) {
 // (token first on odd pairs), in one process and reports the median of the
 // per-pair differences (token_ns_per_task, token_submit_ns_per_task).
 
-struct BatchTime {
-  double total = 0;   // seconds: submit, wait for all, drop the futures
-  double submit = 0;  // seconds: the submission loop
-};
-
-BatchTime token_batch(quell::ThreadPool& pool, const quell::TaskOptions& options,
-                      std::vector<quell::Future<void>>& futures) {
-  const auto start = Clock::now();
-  for (std::size_t i = 0; i < kTokenTasks; ++i) futures.push_back(pool.submit([] {}, options));
-  const double submitted = seconds_since(start);
-  for (auto& future : futures) future.get();
-  futures.clear();
-  return {seconds_since(start), submitted};
-}
-
 void w6_quell(benchmark::State& state, bool with_token) {
-  quell::ThreadPool pool(kWorkers);
   quell::CancellationSource source;  // never cancelled
   quell::TaskOptions options;
   if (with_token) options.set_cancellation(source.token());
-  std::vector<quell::Future<void>> futures;
-  futures.reserve(kTokenTasks);
-  double submit_seconds = 0;
-  run_timed(state, kTokenTasks, "ns_per_task", [&] {
-    const BatchTime t = token_batch(pool, options, futures);
-    submit_seconds += t.submit;
-    return t.total;
-  });
-  // The warm-up's submission time is in submit_seconds too: one more sample.
-  state.counters["ns_submit_per_task"] =
-      submit_seconds * 1e9 /
-      (static_cast<double>(state.iterations() + 1) * static_cast<double>(kTokenTasks));
+  quell_bench::run_batches(state, kWorkers, options, kTokenTasks);
 }
 
 void w6_quell_paired(benchmark::State& state) {
-  quell::ThreadPool pool(kWorkers);
   quell::CancellationSource source;  // never cancelled
-  const quell::TaskOptions no_token;
-  const quell::TaskOptions with_token = quell::TaskOptions().set_cancellation(source.token());
-  std::vector<quell::Future<void>> futures;
-  futures.reserve(kTokenTasks);
-  token_batch(pool, no_token, futures);  // warm-up, both ways
-  token_batch(pool, with_token, futures);
-  std::vector<double> total_diff, submit_diff;
-  double plain_total = 0, token_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    BatchTime plain, token;
-    if (pair++ % 2 == 1) {
-      token = token_batch(pool, with_token, futures);
-      plain = token_batch(pool, no_token, futures);
-    } else {
-      plain = token_batch(pool, no_token, futures);
-      token = token_batch(pool, with_token, futures);
-    }
-    state.SetIterationTime(plain.total + token.total);
-    plain_total += plain.total;
-    token_total += token.total;
-    total_diff.push_back(token.total - plain.total);
-    submit_diff.push_back(token.submit - plain.submit);
-  }
-  const double per_task = 1e9 / static_cast<double>(kTokenTasks);
-  const double pairs = static_cast<double>(state.iterations());
-  state.counters["ns_per_task_no_token"] = plain_total * per_task / pairs;
-  state.counters["ns_per_task_token"] = token_total * per_task / pairs;
-  state.counters["token_ns_per_task"] = median(total_diff) * per_task;
-  state.counters["token_submit_ns_per_task"] = median(submit_diff) * per_task;
+  quell_bench::run_paired_batches(state, kWorkers, quell::TaskOptions(),
+                                  quell::TaskOptions().set_cancellation(source.token()),
+                                  kTokenTasks, "token");
 }
 
 }  // namespace

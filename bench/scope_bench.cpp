@@ -24,6 +24,7 @@
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
+#include "fib.hpp"
 #include "harness.hpp"
 #include "quell/scope.hpp"
 #include "quell/task_group.hpp"
@@ -37,7 +38,7 @@ using quell_bench::run_timed;
 using quell_bench::seconds_since;
 
 constexpr std::size_t kWorkers = 2;
-constexpr int kFibN = 25;                      // S1, as pool_bench's W2
+using quell_bench::kFibN;  // S1, as pool_bench's W2
 constexpr std::size_t kCancelTasks = 100'000;  // S3, as pool_bench's W5
 
 // ---- S1: fork-join fib(25) -------------------------------------------------
@@ -55,9 +56,6 @@ constexpr std::size_t kCancelTasks = 100'000;  // S3, as pool_bench's W5
 //   quell_submit       pool.submit + get(), pool_bench's W2.
 //   tbb_task_group     a tbb::task_group per node: run, then wait.
 // A wait on a worker runs other tasks meanwhile, in every peer.
-
-constexpr std::uint64_t spawns(int n) { return n < 2 ? 0 : 1 + spawns(n - 1) + spawns(n - 2); }
-constexpr int fib_value(int n) { return n < 2 ? n : fib_value(n - 1) + fib_value(n - 2); }
 
 int fib_scope_child(quell::Scope& parent, int n) {
   if (n < 2) return n;
@@ -87,37 +85,9 @@ int fib_task_group(quell::ThreadPool& pool, int n) {
   return child.get() + b;
 }
 
-int fib_submit(quell::ThreadPool& pool, int n) {
-  if (n < 2) return n;
-  auto child = pool.submit([&pool, n] { return fib_submit(pool, n - 1); });
-  const int b = fib_submit(pool, n - 2);
-  return child.get() + b;
-}
-
-int fib_tbb(int n) {
-  if (n < 2) return n;
-  int a = 0;
-  tbb::task_group group;
-  group.run([&a, n] { a = fib_tbb(n - 1); });
-  const int b = fib_tbb(n - 2);
-  group.wait();
-  return a + b;
-}
-
-// `root` runs on a worker of `pool` (as every other call does) and returns
-// fib(kFibN).
 template <class Root>
 void s1_quell(benchmark::State& state, Root root) {
-  quell::ThreadPool pool(kWorkers);
-  bool wrong = false;
-  run_timed(state, spawns(kFibN), "ns_per_spawn", [&] {
-    const auto start = Clock::now();
-    const int result = pool.submit([&pool, &root] { return root(pool); }).get();
-    const double s = seconds_since(start);
-    wrong |= result != fib_value(kFibN);
-    return s;
-  }, "ms_total");
-  if (wrong) state.SkipWithError("wrong fib result");
+  quell_bench::run_fib_quell(state, kWorkers, root);
 }
 
 void s1_quell_scope_child(benchmark::State& state) {
@@ -138,22 +108,10 @@ void s1_quell_task_group(benchmark::State& state) {
 }
 
 void s1_quell_submit(benchmark::State& state) {
-  s1_quell(state, [](quell::ThreadPool& pool) { return fib_submit(pool, kFibN); });
+  s1_quell(state, [](quell::ThreadPool& pool) { return quell_bench::fib_submit(pool, kFibN); });
 }
 
-void s1_tbb_task_group(benchmark::State& state) {
-  tbb::task_arena arena(static_cast<int>(kWorkers));  // the main thread + one worker
-  bool wrong = false;
-  run_timed(state, spawns(kFibN), "ns_per_spawn", [&] {
-    const auto start = Clock::now();
-    int result = 0;
-    arena.execute([&result] { result = fib_tbb(kFibN); });
-    const double s = seconds_since(start);
-    wrong |= result != fib_value(kFibN);
-    return s;
-  }, "ms_total");
-  if (wrong) state.SkipWithError("wrong fib result");
-}
+void s1_tbb_task_group(benchmark::State& state) { quell_bench::run_fib_tbb(state, kWorkers); }
 
 // ---- S3: cancel 100,000 queued tasks -----------------------------------------
 //

@@ -39,7 +39,6 @@
 namespace {
 
 using quell_bench::Clock;
-using quell_bench::median;
 using quell_bench::run_timed;
 using quell_bench::seconds_since;
 
@@ -67,21 +66,6 @@ void t1(benchmark::State& state) {
 
 // ---- T2: what a deadline adds to a submission ------------------------------
 
-struct BatchTime {
-  double total = 0;   // seconds: submit, wait for all, drop the futures
-  double submit = 0;  // seconds: the submission loop
-};
-
-BatchTime deadline_batch(quell::ThreadPool& pool, const quell::TaskOptions& options,
-                         std::vector<quell::Future<void>>& futures) {
-  const auto start = Clock::now();
-  for (std::size_t i = 0; i < kDeadlineTasks; ++i) futures.push_back(pool.submit([] {}, options));
-  const double submitted = seconds_since(start);
-  for (auto& future : futures) future.get();
-  futures.clear();
-  return {seconds_since(start), submitted};
-}
-
 quell::TaskOptions deadline_options(bool with_deadline) {
   quell::TaskOptions options;
   if (with_deadline) options.set_timeout(quell_bench::kTimerDelay);
@@ -89,54 +73,13 @@ quell::TaskOptions deadline_options(bool with_deadline) {
 }
 
 void t2_quell(benchmark::State& state, bool with_deadline) {
-  quell::ThreadPool pool(quell_bench::kTimerWorkers);
-  const quell::TaskOptions options = deadline_options(with_deadline);
-  std::vector<quell::Future<void>> futures;
-  futures.reserve(kDeadlineTasks);
-  double submit_seconds = 0;
-  run_timed(state, kDeadlineTasks, "ns_per_task", [&] {
-    const BatchTime t = deadline_batch(pool, options, futures);
-    submit_seconds += t.submit;
-    return t.total;
-  });
-  // The warm-up's submission time is in submit_seconds too: one more sample.
-  state.counters["ns_submit_per_task"] =
-      submit_seconds * 1e9 /
-      (static_cast<double>(state.iterations() + 1) * static_cast<double>(kDeadlineTasks));
+  quell_bench::run_batches(state, quell_bench::kTimerWorkers, deadline_options(with_deadline),
+                           kDeadlineTasks);
 }
 
 void t2_quell_paired(benchmark::State& state) {
-  quell::ThreadPool pool(quell_bench::kTimerWorkers);
-  const quell::TaskOptions plain_options = deadline_options(false);
-  const quell::TaskOptions timed_options = deadline_options(true);
-  std::vector<quell::Future<void>> futures;
-  futures.reserve(kDeadlineTasks);
-  deadline_batch(pool, plain_options, futures);  // warm-up, both ways
-  deadline_batch(pool, timed_options, futures);
-  std::vector<double> total_diff, submit_diff;
-  double plain_total = 0, timed_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    BatchTime plain, timed;
-    if (pair++ % 2 == 1) {
-      timed = deadline_batch(pool, timed_options, futures);
-      plain = deadline_batch(pool, plain_options, futures);
-    } else {
-      plain = deadline_batch(pool, plain_options, futures);
-      timed = deadline_batch(pool, timed_options, futures);
-    }
-    state.SetIterationTime(plain.total + timed.total);
-    plain_total += plain.total;
-    timed_total += timed.total;
-    total_diff.push_back(timed.total - plain.total);
-    submit_diff.push_back(timed.submit - plain.submit);
-  }
-  const double per_task = 1e9 / static_cast<double>(kDeadlineTasks);
-  const double pairs = static_cast<double>(state.iterations());
-  state.counters["ns_per_task_no_deadline"] = plain_total * per_task / pairs;
-  state.counters["ns_per_task_deadline"] = timed_total * per_task / pairs;
-  state.counters["deadline_ns_per_task"] = median(total_diff) * per_task;
-  state.counters["deadline_submit_ns_per_task"] = median(submit_diff) * per_task;
+  quell_bench::run_paired_batches(state, quell_bench::kTimerWorkers, deadline_options(false),
+                                  deadline_options(true), kDeadlineTasks, "deadline");
 }
 
 }  // namespace
