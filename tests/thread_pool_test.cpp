@@ -25,6 +25,7 @@
 
 #include "pool_test_support.hpp"
 #include "quell/detail/parking.hpp"
+#include "sanitized.hpp"
 
 namespace quell {
 namespace {
@@ -1395,17 +1396,7 @@ TEST(ThreadPool, TwoTasksThatWaitForEachOtherBothStartOnTwoIdleWorkers) {
   }
 }
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr long kParkingRounds = 50'000;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr long kParkingRounds = 50'000;
-#else
-constexpr long kParkingRounds = 300'000;
-#endif
-#else
-constexpr long kParkingRounds = 300'000;
-#endif
+constexpr long kParkingRounds = test::kSanitized ? 50'000 : 300'000;
 
 // A model of how workers use the parking lot (detail/parking.hpp), with the
 // real class: W parks exactly as run_worker() does; X is a worker that is

@@ -15,21 +15,12 @@
 #include <vector>
 
 #include "quell/thread_pool.hpp"
+#include "../sanitized.hpp"
 
 namespace quell {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kTasksPerSubmitter = 12'000;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int kTasksPerSubmitter = 12'000;
-#else
-constexpr int kTasksPerSubmitter = 70'000;
-#endif
-#else
-constexpr int kTasksPerSubmitter = 70'000;
-#endif
+constexpr int kTasksPerSubmitter = test::kSanitized ? 12'000 : 70'000;
 constexpr int kSubmitters = 3;
 constexpr int kSlots = 16;         // tokens in use at a time
 constexpr int kGenerations = 256;  // each slot moves to a fresh source once cancelled

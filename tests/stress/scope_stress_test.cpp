@@ -25,21 +25,12 @@
 #include "quell/scope.hpp"
 #include "quell/task_group.hpp"
 #include "quell/thread_pool.hpp"
+#include "../sanitized.hpp"
 
 namespace quell {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kRounds = 2000;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr int kRounds = 2000;
-#else
-constexpr int kRounds = 5000;
-#endif
-#else
-constexpr int kRounds = 5000;
-#endif
+constexpr int kRounds = test::kSanitized ? 2000 : 5000;
 
 // A round that makes no progress for this long is a hang: abort with a
 // message rather than wait for the suite's timeout.
