@@ -14,9 +14,9 @@
 
 #include "quell/detail/config.hpp"
 #include "quell/detail/futex.hpp"
-#include "quell/detail/parking.hpp"
+#include "parking.hpp"
 #include "quell/detail/task_set.hpp"
-#include "quell/detail/work_deque.hpp"
+#include "work_deque.hpp"
 #include "timers.hpp"
 
 namespace quell::detail {
@@ -477,7 +477,7 @@ TaskBase* PoolCore::find_task(Worker& worker) noexcept {
 }
 
 // Leaving a wait clears the parking lot's pending wake, and notifiers skip
-// their wake while one is pending (see detail/parking.hpp). So a worker that
+// their wake while one is pending (see parking.hpp). So a worker that
 // leaves a wait and then takes a task, or goes back to a task of its own,
 // passes the wake on: otherwise work queued behind the one it took could wait,
 // with another worker asleep, for as long as that task runs.

@@ -22,8 +22,7 @@
 //       thief that loaded the old pointer may still read it (its CAS on top_
 //       then decides whether what it read counts).
 //
-// Thread safety: push() and pop() are owner-only; steal() and size_hint()
-// are thread-safe.
+// Thread safety: push() and pop() are owner-only; steal() is thread-safe.
 //
 // Ordering: everything the owner did before push(x) happens-before the
 // successful steal() or pop() that returns x.
@@ -117,14 +116,6 @@ class WorkDeque {
       return {Steal::lost_race, nullptr};
     }
     return {Steal::taken, item};
-  }
-
-  // Any thread; a snapshot that may be stale by the time it returns.
-  std::size_t size_hint() const noexcept {
-    // Relaxed: an estimate, used only to pick victims.
-    const std::int64_t bottom = bottom_.load(std::memory_order_relaxed);
-    const std::int64_t top = top_.load(std::memory_order_relaxed);
-    return bottom > top ? static_cast<std::size_t>(bottom - top) : 0;
   }
 
  private:
