@@ -1,6 +1,10 @@
 #include "quell/error.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
+
+#include "quell/detail/config.hpp"
 
 namespace quell {
 namespace {
@@ -46,3 +50,12 @@ std::error_code make_error_code(Errc e) noexcept {
 OperationCancelled::OperationCancelled() : TaskError(make_error_code(Errc::cancelled)) {}
 
 }  // namespace quell
+
+namespace quell::detail {
+
+void invariant_failed(const char* id, const char* condition, const char* file, int line) noexcept {
+  std::fprintf(stderr, "quell: invariant %s broken at %s:%d: %s\n", id, file, line, condition);
+  std::abort();
+}
+
+}  // namespace quell::detail

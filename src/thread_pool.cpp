@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <boost/lockfree/queue.hpp>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -14,6 +13,7 @@
 
 #include "quell/detail/config.hpp"
 #include "quell/detail/futex.hpp"
+#include "injection_queue.hpp"
 #include "parking.hpp"
 #include "quell/detail/task_set.hpp"
 #include "work_deque.hpp"
@@ -25,23 +25,21 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Counter = std::atomic<std::uint64_t>;
 
-// Statistics. A worker's set has one writer (the worker), so it counts with a
-// plain load and store; the pool's shared set, for every other thread, uses
-// fetch_add. All relaxed: they are published to wait_idle() by the acq_rel
-// decrement of unfinished_ that follows every update.
+// Statistics and quiescence counts. A worker's set has one writer (the
+// worker), so it counts with a plain load and store; the pool's shared sets
+// (stripes, one picked per thread), for every other thread, use fetch_add.
+// No counter is written by every task: a worker's own are on its own line.
+//
+// The statistics are relaxed: each task's are published by the seq_cst bump
+// of `retired` that follows them (Q5 below). `accepted` and `retired` are the
+// quiescence counts (T5): seq_cst, see PoolCore::accept() and retire().
 struct alignas(kCacheLine) Counters {
-  explicit Counters(bool shared_writers) : shared(shared_writers) {}
+  void bump(Counter Counters::*field) noexcept { add(field, std::memory_order_relaxed); }
+  void bump_seq_cst(Counter Counters::*field) noexcept { add(field, std::memory_order_seq_cst); }
 
-  void bump(Counter Counters::*field) noexcept {
-    Counter& counter = this->*field;
-    if (shared) {
-      counter.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    }
-  }
-
-  const bool shared;
+  bool shared = true;  // set once, before the pool's threads start
+  Counter accepted{0};
+  Counter retired{0};
   Counter submitted{0};
   Counter rejected{0};
   Counter started{0};
@@ -52,6 +50,16 @@ struct alignas(kCacheLine) Counters {
   Counter cancelled{0};
   Counter timed_out{0};
   Counter stolen{0};
+
+ private:
+  void add(Counter Counters::*field, std::memory_order order) noexcept {
+    Counter& counter = this->*field;
+    if (shared) {
+      counter.fetch_add(1, order);
+    } else {
+      counter.store(counter.load(std::memory_order_relaxed) + 1, order);
+    }
+  }
 };
 
 Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
@@ -70,8 +78,7 @@ struct Frame {
   Frame* outer;
 };
 
-constexpr std::size_t kPriorities = 3;
-constexpr unsigned kLowerEvery = 64;  // at least one lower-priority task per this many higher
+constexpr std::size_t kStripes = 4;  // shared counter sets, for threads that are not workers
 constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
 constexpr TaskId kIdBlock = 1024;
 
@@ -96,7 +103,7 @@ struct Worker {
   PoolCore& pool;
   const std::size_t index;
   WorkDeque<TaskBase*> deque;
-  Counters counters{false};
+  Counters counters;
   // The innermost executing frame. Written by this worker; read by a
   // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
   std::atomic<Frame*> current{nullptr};
@@ -108,16 +115,18 @@ struct Worker {
 namespace {
 QUELL_FAST_TLS thread_local Worker* this_worker = nullptr;
 QUELL_FAST_TLS thread_local TaskBase* this_task_ptr = nullptr;
+QUELL_FAST_TLS thread_local unsigned this_stripe = kStripes;  // kStripes: not chosen yet
+std::atomic<unsigned> next_stripe{0};  // relaxed: only spreads threads over stripes
 }  // namespace
 
 class PoolCore {
  public:
   explicit PoolCore(ThreadPoolConfig config)
       : config_(checked(std::move(config))), timers_(this, &start_delayed, config_.thread_name) {
-    for (auto& queue : injection_) queue = std::make_unique<Injection>(1024);
     workers_.reserve(config_.thread_count);
     for (std::size_t i = 0; i < config_.thread_count; ++i) {
       workers_.push_back(std::make_unique<Worker>(*this, i));
+      workers_.back()->counters.shared = false;  // before its thread starts
     }
     for (auto& worker : workers_) {
       worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
@@ -161,8 +170,6 @@ class PoolCore {
   }
 
  private:
-  using Injection = boost::lockfree::queue<TaskBase*>;
-
   ~PoolCore() { discard_leftovers(); }
 
   static ThreadPoolConfig checked(ThreadPoolConfig config) {
@@ -178,28 +185,34 @@ class PoolCore {
   }
 
   Counters& counters_here() noexcept {
-    return is_own_worker() ? this_worker->counters : shared_counters_;
+    if (is_own_worker()) return this_worker->counters;
+    if (this_stripe == kStripes) {
+      this_stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % kStripes;
+    }
+    return shared_counters_[this_stripe];
   }
 
-  bool accept() noexcept;
-  void retire_unfinished() noexcept {
-    // Seq_cst decrement then seq_cst load of idle_waiters_, against
+  bool accept(Counters& counters) noexcept;
+  void retire(Counters& counters) noexcept {
+    // Seq_cst bump, then seq_cst load of idle_waiters_, against
     // wait_unfinished()'s seq_cst increment of idle_waiters_ then seq_cst
-    // load of unfinished_: a waiter either sees zero or is notified. The
-    // decrement's release also publishes the statistics and outcome written
-    // before it to the waiter that sees zero.
-    if (unfinished_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-        idle_waiters_.load(std::memory_order_seq_cst) != 0) {
-      unfinished_.notify_all();
+    // loads of the counts: a waiter either sees this retirement or is
+    // woken by us. The bump's release also publishes the statistics and
+    // outcome written before it to the waiter that reads it.
+    counters.bump_seq_cst(&Counters::retired);
+    if (idle_waiters_.load(std::memory_order_seq_cst) != 0 && unfinished() == 0) {
+      // Release: pairs with wait_unfinished()'s acquire load of the epoch.
+      idle_epoch_.fetch_add(1, std::memory_order_release);
+      futex_wake_all(idle_epoch_);
     }
   }
+  std::uint64_t unfinished() const noexcept;
   void reject(TaskBase* task, Counters& counters) noexcept;
   void enqueue(TaskBase* task);
   void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
   bool try_start(TaskBase* task) noexcept;
   void execute(Worker& worker, TaskBase* task) noexcept;
   TaskBase* find_task(Worker& worker) noexcept;
-  TaskBase* pop_injection(Worker& worker) noexcept;
   TaskBase* steal(Worker& worker) noexcept;
   void run_worker(Worker& worker) noexcept;
   void cancel_running() noexcept;
@@ -210,14 +223,16 @@ class PoolCore {
   const ThreadPoolConfig config_;
   TimerService timers_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::unique_ptr<Injection> injection_[kPriorities];  // indexed by TaskPriority
+  InjectionQueue injection_;
   Parking parking_;
-  Counters shared_counters_{true};
-  // Accepted tasks not yet retired (see T5 in detail/task.hpp).
-  alignas(kCacheLine) std::atomic<std::uint64_t> unfinished_{0};
-  std::atomic<std::uint32_t> idle_waiters_{0};  // threads in wait_unfinished()
+  Counters shared_counters_[kStripes];
+  // Threads in wait_unfinished(), and the word they sleep on. Written only
+  // by waiters and by the retirement that ends their wait.
+  alignas(kCacheLine) std::atomic<std::uint32_t> idle_waiters_{0};
+  std::atomic<std::uint32_t> idle_epoch_{0};
   // Accepted tasks neither started nor dropped; kept only when bounded.
   alignas(kCacheLine) std::atomic<std::size_t> bounded_queued_{0};
+  // Read by every task, written once each at shutdown.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};  // intake closed
   std::atomic<bool> cancelling_{false};                     // a cancel shutdown began
   std::atomic<bool> scanning_{false};                       // cancel_running() reads frames
@@ -229,24 +244,40 @@ class PoolCore {
 
 // ---- submission --------------------------------------------------------
 
-bool PoolCore::accept() noexcept {
-  // Seq_cst increment then seq_cst load, against shutdown()'s seq_cst store
-  // of stopping_ then seq_cst loads of unfinished_: either we see stopping_
-  // and reject, or shutdown waits for this task.
-  unfinished_.fetch_add(1, std::memory_order_seq_cst);
+bool PoolCore::accept(Counters& counters) noexcept {
+  // Seq_cst bump then seq_cst load, against shutdown()'s seq_cst store of
+  // stopping_ then seq_cst loads of the counts: either we see stopping_ and
+  // reject, or shutdown counts this task and waits for it.
+  counters.bump_seq_cst(&Counters::accepted);
   if (stopping_.load(std::memory_order_seq_cst)) {
-    retire_unfinished();
+    retire(counters);
     return false;
   }
   if (config_.max_queue_size != 0) {
     // Relaxed: a bound, not a publication.
     if (bounded_queued_.fetch_add(1, std::memory_order_relaxed) >= config_.max_queue_size) {
       bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
-      retire_unfinished();
+      retire(counters);
       return false;
     }
   }
   return true;
+}
+
+std::uint64_t PoolCore::unfinished() const noexcept {
+  // Every retirement before the acceptances: a task's acceptance
+  // happens-before its retirement, so the seq_cst load that reads a
+  // retirement makes the later loads see its acceptance. The difference then
+  // counts only tasks seen accepted and not seen retired: it is never
+  // negative, and zero only if every task accepted so far is retired.
+  std::uint64_t retired = 0;
+  std::uint64_t accepted = 0;
+  for (const Counters& c : shared_counters_) retired += c.retired.load(std::memory_order_seq_cst);
+  for (const auto& w : workers_) retired += w->counters.retired.load(std::memory_order_seq_cst);
+  for (const Counters& c : shared_counters_) accepted += c.accepted.load(std::memory_order_seq_cst);
+  for (const auto& w : workers_) accepted += w->counters.accepted.load(std::memory_order_seq_cst);
+  QUELL_INVARIANT(T5, accepted >= retired);
+  return accepted - retired;
 }
 
 void PoolCore::reject(TaskBase* task, Counters& counters) noexcept {
@@ -264,7 +295,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   task->id_ = next_task_id();
   task->priority_ = options.priority();
   counters.bump(&Counters::submitted);
-  if (!accept()) {
+  if (!accept(counters)) {
     reject(task, counters);
     return false;
   }
@@ -332,7 +363,7 @@ void PoolCore::enqueue(TaskBase* task) {
     this_worker->deque.push(task);
     return;
   }
-  if (!injection_[static_cast<std::size_t>(task->priority_)]->push(task)) throw std::bad_alloc();
+  injection_.push(task);
 }
 
 // ---- resolution --------------------------------------------------------
@@ -344,12 +375,13 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   // Release: the result, the error and the callable's destruction
   // happen-before every acquire load that sees the terminal value (T2).
   const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
+  QUELL_INVARIANT(T2, !TaskBase::is_terminal(old));
   if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
   if ((old & TaskBase::kWorkerWaiting) != 0) parking_.notify_all();
   task->origin_.detach();
   if (task->timed_) timers_.entry_died();
   if (auto* finished = task->ops()->finished) finished(task, outcome);
-  retire_unfinished();
+  retire(counters);
 }
 
 void PoolCore::drop(TaskBase* task) noexcept {
@@ -431,23 +463,6 @@ void task_on_cancel(CancelState* state) noexcept {
 
 // ---- workers -----------------------------------------------------------
 
-TaskBase* PoolCore::pop_injection(Worker& worker) noexcept {
-  TaskBase* task = nullptr;
-  if (worker.since_lower >= kLowerEvery) {
-    // Lower-priority work may be waiting behind a stream of higher: take one.
-    worker.since_lower = 0;
-    if (injection_[static_cast<std::size_t>(TaskPriority::low)]->pop(task)) return task;
-    if (injection_[static_cast<std::size_t>(TaskPriority::normal)]->pop(task)) return task;
-  }
-  for (TaskPriority priority : {TaskPriority::high, TaskPriority::normal, TaskPriority::low}) {
-    if (injection_[static_cast<std::size_t>(priority)]->pop(task)) {
-      worker.since_lower = priority == TaskPriority::low ? 0 : worker.since_lower + 1;
-      return task;
-    }
-  }
-  return nullptr;
-}
-
 TaskBase* PoolCore::steal(Worker& worker) noexcept {
   const std::size_t count = workers_.size();
   if (count < 2) return nullptr;
@@ -472,7 +487,7 @@ TaskBase* PoolCore::steal(Worker& worker) noexcept {
 
 TaskBase* PoolCore::find_task(Worker& worker) noexcept {
   if (TaskBase* task = worker.deque.pop()) return task;
-  if (TaskBase* task = pop_injection(worker)) return task;
+  if (TaskBase* task = injection_.pop(worker.since_lower)) return task;
   return steal(worker);
 }
 
@@ -601,12 +616,16 @@ void PoolCore::cancel_running() noexcept {
 }
 
 void PoolCore::wait_unfinished() noexcept {
-  // Seq_cst: see retire_unfinished(). The loads also acquire its release, so
-  // the tasks' outcomes and the statistics are visible once we see zero.
+  // Seq_cst: see retire(). The count loads also acquire the retirements'
+  // releases, so the tasks' outcomes and the statistics are visible once we
+  // see zero.
   idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
-  for (std::uint64_t left = unfinished_.load(std::memory_order_seq_cst); left != 0;
-       left = unfinished_.load(std::memory_order_seq_cst)) {
-    unfinished_.wait(left, std::memory_order_seq_cst);
+  for (;;) {
+    // Acquire, before the counts: a retirement that ends the wait after we
+    // read them bumps the epoch past this key, so the futex does not sleep.
+    const std::uint32_t key = idle_epoch_.load(std::memory_order_acquire);
+    if (unfinished() == 0) break;
+    futex_wait(idle_epoch_, key);
   }
   idle_waiters_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: publishes nothing
 }
@@ -616,10 +635,8 @@ void PoolCore::discard_leftovers() noexcept {
   // terminal): a task dropped after its submitter checked it, enqueued after
   // the last worker looked. Run when the last pin goes, so no submitter is
   // still enqueueing.
-  for (auto& queue : injection_) {
-    TaskBase* task = nullptr;
-    while (queue->pop(task)) task->release_token_ref();
-  }
+  unsigned since_lower = 0;
+  while (TaskBase* task = injection_.pop(since_lower)) task->release_token_ref();
   for (auto& worker : workers_) {
     while (TaskBase* task = worker->deque.steal().item) task->release_token_ref();
   }
@@ -675,9 +692,9 @@ ThreadPoolStats PoolCore::stats() const noexcept {
     stats.rejected += c.rejected.load(std::memory_order_relaxed);
     stats.submitted += c.submitted.load(std::memory_order_relaxed);
   };
-  add(shared_counters_);
+  for (const Counters& c : shared_counters_) add(c);
   for (const auto& worker : workers_) add(worker->counters);
-  add_intake(shared_counters_);
+  for (const Counters& c : shared_counters_) add_intake(c);
   for (const auto& worker : workers_) add_intake(worker->counters);
   const std::uint64_t accepted = stats.submitted - stats.rejected;
   stats.queued = accepted > started + dropped ? accepted - started - dropped : 0;

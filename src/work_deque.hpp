@@ -62,6 +62,7 @@ class WorkDeque {
     // not overwritten before they read it.
     const std::int64_t top = top_.load(std::memory_order_acquire);
     Buffer* buffer = buffer_.load(std::memory_order_relaxed);
+    QUELL_INVARIANT(D1, top <= bottom);  // no pop runs now, and thieves never pass bottom_
     if (bottom - top >= static_cast<std::int64_t>(buffer->size)) buffer = grow(buffer, top, bottom);
     buffer->at(bottom).store(item, std::memory_order_relaxed);
     // Release: publishes the slot (and everything before push) to the

@@ -19,7 +19,22 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// Reports a broken invariant and aborts; see QUELL_INVARIANT.
+[[noreturn]] void invariant_failed(const char* id, const char* condition, const char* file,
+                                   int line) noexcept;
+
 }  // namespace quell::detail
+
+// Checks an invariant that a comment states under its id (T1, Q2, D1...):
+// in builds without NDEBUG (the debug and CI builds) a broken one aborts with
+// its id, condition and place; release builds compile the check away.
+#ifdef NDEBUG
+#define QUELL_INVARIANT(id, ...) static_cast<void>(0)
+#else
+#define QUELL_INVARIANT(id, ...)                                                         \
+  ((__VA_ARGS__) ? static_cast<void>(0)                                                 \
+                 : ::quell::detail::invariant_failed(#id, #__VA_ARGS__, __FILE__, __LINE__))
+#endif
 
 // For the library's hot thread-locals (the current worker and task): in a
 // shared library the default model calls __tls_get_addr on every access;

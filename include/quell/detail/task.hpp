@@ -35,8 +35,9 @@
 //       exchange returns them, and the completer wakes whoever they name.
 //   T4  The queue holds one reference from submission until a worker pops
 //       the task (to run it, or to discard a dropped one).
-//   T5  An accepted task counts once in its pool's unfinished tasks, from
-//       acceptance to its terminal exchange.
+//   T5  An accepted task is counted once as accepted (by the thread that
+//       accepted it) and, after its terminal exchange, once as retired (by
+//       the thread that resolved it); the pool is idle when the sums match.
 //   T6  A task of a group or scope (a tracked task) counts once in its set's
 //       pending tasks, from spawn until the finished hook, which runs after
 //       the terminal exchange and is the last access to the set.
@@ -116,6 +117,7 @@ class TaskBase : public CancelState {
   Clock::time_point deadline_ = Clock::time_point::max();
   std::exception_ptr error_;                      // written by the thread that ran the task
   CancelLink origin_;                             // to the submitter's token; owner: whoever resolves
+  TaskBase* queue_next_ = nullptr;                // the injection queue's link, guarded by its lock
 
  protected:
   // `refs` references (queue, future, handle) and `sources` sources (the
