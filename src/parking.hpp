@@ -43,6 +43,20 @@
 // next worker to prepare a wait clears it again (and re-checks the queues),
 // so the flag cannot stay set while every worker sleeps.
 //
+// Searching workers (the "spinning thread" rule of Go's and Tokio's
+// schedulers): at most kMaxSearching workers spin looking for work at once,
+// between begin_search() and end_search(); the others park at once, so a
+// spinning worker never takes a core from a thread that produces work. While
+// one searches, notify_one() wakes nobody: a submission costs no system call
+// while a worker is awake to find it. No lost wake-up, because a searcher
+// that stops calls end_search() before the fence of whatever comes next:
+//  - it parks: prepare_wait()'s fence and re-check, as above. If the
+//    notifier's fence came first, the re-check sees the work; otherwise the
+//    notifier's load sees the searcher gone and wakes a sleeper.
+//  - it found a task: the caller issues found_work()'s fence and, if work is
+//    still visible anywhere, notifies (it may have absorbed a skipped wake).
+//    The same two cases: it sees the work, or the notifier sees it gone.
+//
 // Key before clear: prepare_wait() reads the epoch before it clears the flag.
 // A notifier whose exchange comes after the clear reads it (acq_rel), so the
 // key load happens-before that notifier's bump and cannot see it: the key is
@@ -65,6 +79,26 @@ namespace quell::detail {
 
 class Parking {
  public:
+  static constexpr std::uint32_t kMaxSearching = 1;
+
+  // True if the caller may spin looking for work (then it calls
+  // end_search() when it stops); false if enough workers already do.
+  bool begin_search() noexcept {
+    // Relaxed: a limit on spinning, not a publication; an overshoot when two
+    // workers start at once only lets both spin this time.
+    if (searching_.load(std::memory_order_relaxed) >= kMaxSearching) return false;
+    searching_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // Relaxed RMW: ordered before the caller's next fence (prepare_wait(), or
+  // found_work()), which is what the notifier pairs with (see above).
+  void end_search() noexcept { searching_.fetch_sub(1, std::memory_order_relaxed); }
+
+  // After end_search(), when the search found a task: the fence of the
+  // second case above. The caller then checks whether work is still visible
+  // and, if so, calls notify_one().
+  static void found_work() noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
   std::uint32_t prepare_wait() noexcept {
     // Relaxed RMW, then the fence that orders it before the epoch load and
     // the caller's re-check (see above).
@@ -106,6 +140,8 @@ class Parking {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Relaxed: the fences carry the ordering.
     if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+    // Relaxed, as above: a searcher will see the work (see "Searching").
+    if (!all && searching_.load(std::memory_order_relaxed) != 0) return;
     // Acq_rel: a worker's exchange in cancel_wait() reads ours (see above).
     if (!all && wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
     // Release: pairs with the acquire epoch loads of waiters.
@@ -114,6 +150,7 @@ class Parking {
   }
 
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};  // workers between prepare and wake
+  std::atomic<std::uint32_t> searching_{0};  // workers between begin_search and end_search
   alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};     // bumped by notifiers
   std::atomic<bool> wake_pending_{false};  // a wake issued, its worker not back yet
 };

@@ -213,6 +213,7 @@ class PoolCore {
   bool try_start(TaskBase* task) noexcept;
   void execute(Worker& worker, TaskBase* task) noexcept;
   TaskBase* find_task(Worker& worker) noexcept;
+  bool work_visible() const noexcept;
   TaskBase* steal(Worker& worker) noexcept;
   void run_worker(Worker& worker) noexcept;
   void cancel_running() noexcept;
@@ -485,6 +486,14 @@ TaskBase* PoolCore::steal(Worker& worker) noexcept {
   return nullptr;
 }
 
+bool PoolCore::work_visible() const noexcept {
+  if (!injection_.empty_hint()) return true;
+  for (const auto& worker : workers_) {
+    if (!worker->deque.empty_hint()) return true;
+  }
+  return false;
+}
+
 TaskBase* PoolCore::find_task(Worker& worker) noexcept {
   if (TaskBase* task = worker.deque.pop()) return task;
   if (TaskBase* task = injection_.pop(worker.since_lower)) return task;
@@ -502,9 +511,17 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   bool woke = false;
   for (;;) {
     TaskBase* task = find_task(worker);
-    for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
-      for (int i = 0; i < 16; ++i) cpu_relax();
-      task = find_task(worker);
+    if (task == nullptr && parking_.begin_search()) {
+      for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
+        for (int i = 0; i < 16; ++i) cpu_relax();
+        task = find_task(worker);
+      }
+      parking_.end_search();
+      if (task != nullptr) {
+        // A notify skipped while we searched may have been for other work.
+        Parking::found_work();
+        if (work_visible()) parking_.notify_one();
+      }
     }
     if (task != nullptr) {
       if (std::exchange(woke, false)) parking_.notify_one();

@@ -22,7 +22,8 @@
 //       thief that loaded the old pointer may still read it (its CAS on top_
 //       then decides whether what it read counts).
 //
-// Thread safety: push() and pop() are owner-only; steal() is thread-safe.
+// Thread safety: push() and pop() are owner-only; steal() and empty_hint()
+// are thread-safe.
 //
 // Ordering: everything the owner did before push(x) happens-before the
 // successful steal() or pop() that returns x.
@@ -90,6 +91,14 @@ class WorkDeque {
                                                   std::memory_order_relaxed);
     bottom_.store(bottom + 1, std::memory_order_relaxed);
     return won ? item : nullptr;
+  }
+
+  // Any thread; may be stale by the time it returns. Read after a seq_cst
+  // fence, it sees every push that preceded the pusher's own fence (the
+  // parking lot's protocol relies on this).
+  bool empty_hint() const noexcept {
+    // Relaxed: a hint; the caller's fences order it.
+    return bottom_.load(std::memory_order_relaxed) <= top_.load(std::memory_order_relaxed);
   }
 
   enum class Steal { empty, lost_race, taken };

@@ -54,6 +54,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/task_block.hpp"
 #include "quell/task_status.hpp"
 
 namespace quell::detail {
@@ -177,6 +178,19 @@ class TaskNode final : public TaskSlot<R> {
 
   // Tracked tasks only.
   TaskSetLink& set_link() noexcept { return tracked_; }
+
+  // Blocks are recycled per thread (detail/task_block.hpp); an over-aligned
+  // callable's block comes from the heap.
+  static void* operator new(std::size_t size) { return task_block_allocate(size); }
+  static void operator delete(void* block, std::size_t size) noexcept {
+    task_block_free(block, size);
+  }
+  static void* operator new(std::size_t size, std::align_val_t align) {
+    return ::operator new(size, align);
+  }
+  static void operator delete(void* block, std::size_t size, std::align_val_t align) noexcept {
+    ::operator delete(block, size, align);
+  }
 
  private:
   ~TaskNode() {}
