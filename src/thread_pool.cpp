@@ -72,14 +72,16 @@ Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
 }
 
 // A task executing on a worker, and the frame it runs inside: a worker that
-// waits for a future runs other tasks on top of the waiting one.
+// waits runs the awaited task (or its set's tasks) on top of the waiting one.
 struct Frame {
   TaskBase* task;
   Frame* outer;
 };
 
+
 constexpr std::size_t kStripes = 4;  // shared counter sets, for threads that are not workers
 constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
+constexpr int kAwaitSpinRounds = 1024;
 constexpr TaskId kIdBlock = 1024;
 
 std::atomic<TaskId> next_id_block{1};  // relaxed: only uniqueness matters
@@ -108,6 +110,7 @@ struct Worker {
   // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
   std::atomic<Frame*> current{nullptr};
   unsigned since_lower = 0;  // owner only
+  TaskId family = 0;         // owner only: the family of the task in its innermost frame (F1)
   std::uint64_t rng;         // owner only
   std::thread thread;
 };
@@ -117,6 +120,12 @@ QUELL_FAST_TLS thread_local Worker* this_worker = nullptr;
 QUELL_FAST_TLS thread_local TaskBase* this_task_ptr = nullptr;
 QUELL_FAST_TLS thread_local unsigned this_stripe = kStripes;  // kStripes: not chosen yet
 std::atomic<unsigned> next_stripe{0};  // relaxed: only spreads threads over stripes
+
+// The calling thread, if it is a worker of `pool` (and so helps while it waits).
+Worker* helper_in(const PoolCore* pool) noexcept {
+  Worker* worker = this_worker;
+  return worker != nullptr && &worker->pool == pool ? worker : nullptr;
+}
 }  // namespace
 
 class PoolCore {
@@ -141,6 +150,11 @@ class PoolCore {
   void drop(TaskBase* task) noexcept;
   template <class Target>
   bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
+  // A future's wait on one of our workers: runs only its own work (the
+  // awaited task, or its descendants), then sleeps. True if the task is terminal.
+  bool await_on_worker(Worker& worker, TaskBase* task, const Clock::time_point* deadline) noexcept;
+  // A queued task of `family` from another worker's deque, or null.
+  TaskBase* take_kin(Worker& worker, TaskId family) noexcept;
   void wake_helpers() noexcept { parking_.notify_all(); }
   TimerService& timers() noexcept { return timers_; }
   bool closed() const noexcept {
@@ -212,6 +226,7 @@ class PoolCore {
   void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
   bool try_start(TaskBase* task) noexcept;
   void execute(Worker& worker, TaskBase* task) noexcept;
+  void run_in_frame(Worker& worker, TaskBase* task) noexcept;
   TaskBase* find_task(Worker& worker) noexcept;
   bool work_visible() const noexcept;
   TaskBase* steal(Worker& worker) noexcept;
@@ -242,6 +257,34 @@ class PoolCore {
   std::mutex shutdown_mutex_;
   bool joined_ = false;  // guarded by shutdown_mutex_
 };
+
+namespace {
+
+// Sleeps on the task's word until it is terminal (or `deadline` passes).
+bool block_until(TaskBase* task, const Clock::time_point* deadline) {
+  // Acquire: pairs with finish()'s release exchange.
+  std::uint32_t word = task->status_.load(std::memory_order_acquire);
+  while (!TaskBase::is_terminal(word)) {
+    if ((word & TaskBase::kThreadWaiting) == 0) {
+      if (!task->status_.compare_exchange_weak(word, word | TaskBase::kThreadWaiting,
+                                               std::memory_order_acquire)) {
+        continue;
+      }
+      word |= TaskBase::kThreadWaiting;
+    }
+    // No lost wake-up: finish() exchanges the word (so the futex sees a
+    // different value) before it reads our bit and wakes.
+    if (deadline != nullptr) {
+      if (!futex_wait_until(task->status_, word, *deadline)) return task->ready();
+    } else {
+      futex_wait(task->status_, word);
+    }
+    word = task->status_.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+}  // namespace
 
 // ---- submission --------------------------------------------------------
 
@@ -294,6 +337,9 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   Counters& counters = counters_here();
   task->pool_ = this;
   task->id_ = next_task_id();
+  // F1: a task submitted by a task inherits its family; any other task
+  // founds one.
+  task->family_ = is_own_worker() && this_worker->family != 0 ? this_worker->family : task->id_;
   task->priority_ = options.priority();
   counters.bump(&Counters::submitted);
   if (!accept(counters)) {
@@ -308,6 +354,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   // Before the links: once linked, another thread may resolve the task and
   // read timed_ in finish().
   task->timed_ = timed || delayed;
+  task->delayed_ = delayed && *placement.start > now;
   // A tracked task has two links, and the first may fire (inline, or on the
   // thread that cancels its parent) before the second is attached; resolved
   // then, its finished hook would detach the links while we still attach,
@@ -378,7 +425,6 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
   QUELL_INVARIANT(T2, !TaskBase::is_terminal(old));
   if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
-  if ((old & TaskBase::kWorkerWaiting) != 0) parking_.notify_all();
   task->origin_.detach();
   if (task->timed_) timers_.entry_died();
   if (auto* finished = task->ops()->finished) finished(task, outcome);
@@ -410,6 +456,12 @@ bool PoolCore::try_start(TaskBase* task) noexcept {
 }
 
 void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
+  run_in_frame(worker, task);
+  task->release_token_ref();  // the queue's reference (T4)
+}
+
+
+void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
   Frame frame{task, worker.current.load(std::memory_order_relaxed)};
   // Seq_cst store, then seq_cst load of cancelling_: against cancel_running()
   // (store cancelling_, then load current), a task either is seen there or
@@ -429,7 +481,9 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
     worker.counters.bump(&Counters::started);
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
+    const TaskId outer_family = std::exchange(worker.family, task->family_);
     const std::uint32_t outcome = task->ops()->run(task);
+    worker.family = outer_family;
     this_task_ptr = outer;
     finish(task, outcome, true, worker.counters);
   }
@@ -438,7 +492,63 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
   // frame, wait for it before the task's memory may go.
   worker.current.store(frame.outer, std::memory_order_seq_cst);
   while (scanning_.load(std::memory_order_seq_cst)) scanning_.wait(true, std::memory_order_acquire);
-  task->release_token_ref();  // the queue's reference (T4)
+}
+
+bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
+                               const Clock::time_point* deadline) noexcept {
+  int idle_rounds = 0;
+  while (!task->ready()) {
+    if (deadline != nullptr && Clock::now() >= *deadline) return false;
+    // Usually the task, or one of its family, is the newest on our deque:
+    // popped, it leaves no tombstone behind for a thief to steal.
+    if (TaskBase* mine = worker.deque.pop()) {
+      if (mine->family_ == task->family_) {
+        idle_rounds = 0;
+        execute(worker, mine);
+        continue;
+      }
+      worker.deque.push(mine);
+    }
+    // Elsewhere and still queued: claimed where it is (its entry becomes a
+    // tombstone). Relaxed: a shortcut; the claim (try_start's CAS) decides.
+    const std::uint32_t value = task->status_.load(std::memory_order_relaxed) & TaskBase::kValueMask;
+    if (value == TaskBase::kQueued && !task->delayed_) {  // a delayed task starts by the timer
+      run_in_frame(worker, task);
+      continue;
+    }
+    // The task runs elsewhere: run queued tasks of its family (F1), which
+    // its progress may need, and nothing else.
+    if (TaskBase* kin = take_kin(worker, task->family_)) {
+      idle_rounds = 0;
+      execute(worker, kin);
+      continue;
+    }
+    // Nothing of ours to run: look again for a moment, then sleep until the
+    // task is terminal. No deadlock: a wait claims its own task wherever it
+    // is queued, so every chain of waits ends in a running task.
+    if (++idle_rounds > kAwaitSpinRounds) return block_until(task, deadline);
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+  return true;
+}
+
+TaskBase* PoolCore::take_kin(Worker& worker, TaskId family) noexcept {
+  // Other deques' oldest tasks. One not of the family moves to our deque,
+  // where any idle worker can still steal it.
+  const std::size_t count = workers_.size();
+  for (std::size_t i = 1; i < count; ++i) {
+    Worker& victim = *workers_[(worker.index + i) % count];
+    auto [result, stolen] = victim.deque.steal();
+    if (result != WorkDeque<TaskBase*>::Steal::taken) continue;
+    if (stolen->family_ == family) {
+      worker.counters.bump(&Counters::stolen);
+      return stolen;
+    }
+    worker.deque.push(stolen);
+    parking_.notify_one();
+    return nullptr;
+  }
+  return nullptr;
 }
 
 void task_on_cancel(CancelState* state) noexcept {
@@ -545,23 +655,9 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   }
 }
 
-// What a worker can wait for while it helps: a task, or a WaitCount. done()
-// loads with acquire; arm() asks the completer to wake the parking lot and
-// returns false if the thing is done already (then its work is visible).
-struct TaskTarget {
-  TaskBase* task;
-  bool done() const noexcept { return task->ready(); }
-  bool arm() const noexcept {
-    // Acquire: if the task is terminal, the caller reads its outcome next.
-    std::uint32_t word = task->status_.load(std::memory_order_acquire);
-    while (!TaskBase::is_terminal(word) && (word & TaskBase::kWorkerWaiting) == 0 &&
-           !task->status_.compare_exchange_weak(word, word | TaskBase::kWorkerWaiting,
-                                                std::memory_order_acquire)) {
-    }
-    return !TaskBase::is_terminal(word);
-  }
-};
-
+// What a worker can wait for while it helps: a WaitCount. done() loads with
+// acquire; arm() asks the completer to wake the parking lot and returns false
+// if the thing is done already (then its work is visible).
 struct CountTarget {
   const WaitCount& count;
   bool done() const noexcept { return count.count() == 0; }
@@ -732,13 +828,6 @@ TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
 
 bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
 
-namespace {
-// The calling thread, if it is a worker of `pool` (and so helps while it waits).
-Worker* helper_in(const PoolCore* pool) noexcept {
-  Worker* worker = this_worker;
-  return worker != nullptr && &worker->pool == pool ? worker : nullptr;
-}
-}  // namespace
 
 void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   if (count.count() == 0) return;
@@ -749,37 +838,13 @@ void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   }
 }
 
-namespace {
 
-bool block_until(TaskBase* task, const Clock::time_point* deadline) {
-  // Acquire: pairs with finish()'s release exchange.
-  std::uint32_t word = task->status_.load(std::memory_order_acquire);
-  while (!TaskBase::is_terminal(word)) {
-    if ((word & TaskBase::kThreadWaiting) == 0) {
-      if (!task->status_.compare_exchange_weak(word, word | TaskBase::kThreadWaiting,
-                                               std::memory_order_acquire)) {
-        continue;
-      }
-      word |= TaskBase::kThreadWaiting;
-    }
-    // No lost wake-up: finish() exchanges the word (so the futex sees a
-    // different value) before it reads our bit and wakes.
-    if (deadline != nullptr) {
-      if (!futex_wait_until(task->status_, word, *deadline)) return task->ready();
-    } else {
-      futex_wait(task->status_, word);
-    }
-    word = task->status_.load(std::memory_order_acquire);
-  }
-  return true;
-}
-
-}  // namespace
-
+// A wait on a worker runs the awaited task itself if nobody started it, and
+// never another task; then, on any thread, it sleeps on the task's word.
 void task_wait(TaskBase* task) {
   if (task->ready()) return;
   if (Worker* worker = helper_in(task->pool_)) {
-    worker->pool.help_until(*worker, TaskTarget{task}, nullptr);
+    worker->pool.await_on_worker(*worker, task, nullptr);
   } else {
     block_until(task, nullptr);
   }
@@ -788,7 +853,7 @@ void task_wait(TaskBase* task) {
 bool task_wait_until(TaskBase* task, Clock::time_point deadline) {
   if (task->ready()) return true;
   if (Worker* worker = helper_in(task->pool_)) {
-    return worker->pool.help_until(*worker, TaskTarget{task}, &deadline);
+    return worker->pool.await_on_worker(*worker, task, &deadline);
   }
   return block_until(task, &deadline);
 }

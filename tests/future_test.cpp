@@ -438,11 +438,11 @@ TEST_P(FutureP, WaitWithATokenReturnsTrueOnceReadyEvenWhenTheTokenIsCancelledToo
 
 // ---- waiting from a worker ------------------------------------------------------
 
-TEST_P(FutureP, GetAndWaitFromAWorkerRunOtherTasksInsteadOfBlockingEvenWithOneWorker) {
+TEST_P(FutureP, GetAndWaitFromAWorkerRunTheAwaitedTaskThemselvesEvenWithOneWorker) {
   Gate gate;
   ThreadPool pool(GetParam());
   OpenOnExit open_gate(gate);
-  // Leave exactly one worker free: only helping can run the children.
+  // Leave exactly one worker free: only the waits themselves can run the children.
   auto blockers = test::block_workers(pool, gate, GetParam() - 1);
   Future<int> outer = pool.submit([&pool] {
     Future<int> a = pool.submit([] { return 20; });
@@ -454,11 +454,60 @@ TEST_P(FutureP, GetAndWaitFromAWorkerRunOtherTasksInsteadOfBlockingEvenWithOneWo
   EXPECT_EQ(outer.get(), 42);
 }
 
-TEST(FutureFromWorker, WaitForFromAWorkerRunsOtherTasksInsteadOfBlocking) {
+TEST(FutureFromWorker, WaitForFromAWorkerRunsTheAwaitedTaskItself) {
   ThreadPool pool(1);
   Future<bool> outer = pool.submit([&pool] {
     Future<int> child = pool.submit([] { return 1; });
     return child.wait_for(2s);
+  });
+  EXPECT_TRUE(outer.get());
+}
+
+// A wait runs only its own work: a worker waiting for a task that runs on
+// another worker does not start a task that another request (another task
+// submitted from outside) queued meanwhile, although it is idle.
+TEST(FutureFromWorker, AWaitOnAWorkerNeverRunsAnotherRequestsTask) {
+  for (int round = 0; round < 20; ++round) {
+    ThreadPool pool(2);
+    std::latch x_started(1);
+    std::latch o_waiting(1);
+    std::atomic<bool> release_x{false};
+    std::atomic<bool> x_done{false};
+    std::atomic<int> u_saw_x_done{-1};  // -1: U has not run
+    Future<void> x = pool.submit([&] {
+      x_started.count_down();
+      while (!release_x.load()) std::this_thread::yield();
+      x_done.store(true);
+    });
+    x_started.wait();  // X holds one worker
+    Future<void> o = pool.submit([&] {
+      o_waiting.count_down();
+      x.wait();  // X runs on the other worker: nothing of ours is queued
+    });
+    o_waiting.wait();
+    pool.post([&] { u_saw_x_done.store(x_done.load() ? 1 : 0); });
+    // Give a misbehaving wait the time to pick U up before X may end.
+    const auto until = Clock::now() + 20ms;
+    while (u_saw_x_done.load() == -1 && Clock::now() < until) std::this_thread::yield();
+    release_x.store(true);
+    o.get();
+    pool.wait_idle();
+    ASSERT_EQ(u_saw_x_done.load(), 1) << "round " << round
+                                      << ": a waiting worker ran another request's task";
+  }
+}
+
+// Within one request the wait does run what is queued: the child's sibling
+// posted after it, newer and on top of the worker's deque, runs inside the
+// wait, where the old queue order would have it.
+TEST(FutureFromWorker, AWaitOnAWorkerRunsQueuedTasksOfItsOwnRequest) {
+  ThreadPool pool(1);
+  std::atomic<bool> sibling_ran{false};
+  Future<bool> outer = pool.submit([&] {
+    Future<void> child = pool.submit([] {});
+    pool.post([&] { sibling_ran.store(true); });
+    child.get();
+    return sibling_ran.load();
   });
   EXPECT_TRUE(outer.get());
 }

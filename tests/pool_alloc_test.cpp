@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <latch>
@@ -140,8 +141,10 @@ TEST_P(PoolAllocations, SubmitFromANonWorkerThreadReusesTheBlocksOfFinishedTasks
     // before the worker lets go of the last one's block: a task run after it
     // is one the worker reaches only after that. Its block is counted here
     // and stays, held by its future.
+    // A timed wait on this thread does not run the task itself (get() would,
+    // and the worker would then not have reached it).
     Future<void> warm_fence = pool.submit([] {});
-    warm_fence.get();
+    ASSERT_TRUE(warm_fence.wait_for(std::chrono::seconds(30)));
     const long live_before = live_after_trim();
     warm_up(pool, opts);  // fills the cache again
     warm_fence.wait();
@@ -153,7 +156,7 @@ TEST_P(PoolAllocations, SubmitFromANonWorkerThreadReusesTheBlocksOfFinishedTasks
     // The one worker has let go of every earlier task once it ran a later
     // one; the fence's own block stays, held by its future.
     Future<void> fence = pool.submit([] {});
-    fence.get();
+    ASSERT_TRUE(fence.wait_for(std::chrono::seconds(30)));
     futures.clear();
     EXPECT_EQ(live_after_trim() - live_before, 1) << "task blocks outlived their last reference";
   }

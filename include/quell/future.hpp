@@ -9,10 +9,13 @@
 // second call throws TaskError(Errc::already_retrieved). status(), result(),
 // ready() and error() keep working after get().
 //
-// Waiting on a future from one of its pool's workers does not block the
-// worker: it runs or steals other tasks of the pool until the future is ready
-// (or the wait's deadline passes), so fork-join never deadlocks, even with
-// one worker. wait(token) on a worker blocks without helping.
+// A wait runs only its own work: get(), wait(), wait_for() and wait_until()
+// on one of the pool's workers run the awaited task right there if nobody
+// has started or dropped it, so fork-join never deadlocks, even with one
+// worker, and never start an unrelated task (a join inside one request
+// cannot start another request's blocking task). Otherwise, and on any
+// other thread, the wait sleeps until the task is terminal. wait(token)
+// never runs the task.
 //
 // Dropping a future neither cancels nor waits for its task.
 //

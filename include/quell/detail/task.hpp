@@ -30,14 +30,18 @@
 //       only, once every link is attached, so no link outlives the task.
 //   T2  The terminal value is stored once, by an exchange, after the result
 //       (or error) is written and the callable destroyed. It never changes.
-//   T3  Bits 8 and 9 say someone sleeps waiting for the terminal value (a
-//       thread on the futex, a worker in the pool's parking lot); the
-//       exchange returns them, and the completer wakes whoever they name.
+//   T3  Bit 8 says a thread sleeps on the futex waiting for the terminal
+//       value; the exchange returns it, and the completer wakes the futex.
 //   T4  The queue holds one reference from submission until a worker pops
 //       the task (to run it, or to discard a dropped one).
 //   T5  An accepted task is counted once as accepted (by the thread that
 //       accepted it) and, after its terminal exchange, once as retired (by
 //       the thread that resolved it); the pool is idle when the sums match.
+//   F1  A task submitted from inside a running task has that task's
+//       family_; a task submitted from outside the pool's tasks has its
+//       own id. A wait on a worker runs only the
+//       awaited task and queued tasks of its family: the same request's
+//       work, never another's (TBB calls this isolation).
 //   T6  A task of a group or scope (a tracked task) counts once in its set's
 //       pending tasks, from spawn until the finished hook, which runs after
 //       the terminal exchange and is the last access to the set.
@@ -87,7 +91,6 @@ class TaskBase : public CancelState {
   static constexpr std::uint32_t kLinkCancelled = 9;  // internal: cancelled while linking
   static constexpr std::uint32_t kValueMask = 0xFF;
   static constexpr std::uint32_t kThreadWaiting = 1u << 8;
-  static constexpr std::uint32_t kWorkerWaiting = 1u << 9;
 
   static constexpr bool is_terminal(std::uint32_t word) noexcept {
     const std::uint32_t value = word & kValueMask;
@@ -113,7 +116,9 @@ class TaskBase : public CancelState {
   std::atomic<std::uint32_t> status_{kQueued};
   TaskPriority priority_ = TaskPriority::normal;
   bool timed_ = false;                            // has timer entries; set before publication
+  bool delayed_ = false;                          // starts later, by the timer; ditto
   TaskId id_ = 0;
+  TaskId family_ = 0;  // its root task's id (F1); set at submission
   PoolCore* pool_ = nullptr;                      // set at submission; never changes
   Clock::time_point deadline_ = Clock::time_point::max();
   std::exception_ptr error_;                      // written by the thread that ran the task
@@ -189,7 +194,8 @@ class TaskNode final : public TaskSlot<R> {
     return ::operator new(size, align);
   }
   static void operator delete(void* block, std::size_t size, std::align_val_t align) noexcept {
-    ::operator delete(block, size, align);
+    static_cast<void>(size);  // clang declares the sized forms only with -fsized-deallocation
+    ::operator delete(block, align);
   }
 
  private:
