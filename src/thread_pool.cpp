@@ -15,7 +15,7 @@
 #include "quell/detail/futex.hpp"
 #include "injection_queue.hpp"
 #include "parking.hpp"
-#include "quell/detail/task_set.hpp"
+#include "quell/detail/wait_count.hpp"
 #include "work_deque.hpp"
 #include "timers.hpp"
 
@@ -360,7 +360,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   // then, its finished hook would detach the links while we still attach,
   // and the second would stay registered after the task is freed. So while
   // linking, the hook only marks it, and it is dropped here, once linked.
-  const bool tracked = placement.set_state != nullptr;
+  const bool tracked = placement.extra_state != nullptr;
   // Relaxed: no other thread knows the task yet; the links' registrations
   // (the parent's lock, released) publish it to a firing link.
   if (tracked) task->status_.store(TaskBase::kLinking, std::memory_order_relaxed);
@@ -368,7 +368,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   CancelState* parent = StateAccess::state(options.cancellation());
   if (parent != &never_cancelled) task->origin_.attach(parent, task);
   if (tracked) {
-    placement.set_link->attach(placement.set_state, task);
+    placement.extra_link->attach(placement.extra_state, task);
     std::uint32_t linking = TaskBase::kLinking;
     // Acq_rel, against task_on_cancel()'s CAS to link_cancelled: either it
     // saw queued (and drops the task itself) or we see its mark, and then

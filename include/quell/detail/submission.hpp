@@ -17,8 +17,9 @@ namespace quell::detail {
 
 // How a task enters the pool beyond its options.
 struct Placement {
-  CancelState* set_state = nullptr;  // a group's or scope's state, followed through set_link
-  CancelLink* set_link = nullptr;
+  // A tracked task's second origin: the owner's state, followed through the link.
+  CancelState* extra_state = nullptr;
+  CancelLink* extra_link = nullptr;
   const std::chrono::steady_clock::time_point* start = nullptr;  // delayed until then
 };
 

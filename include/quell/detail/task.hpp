@@ -65,10 +65,6 @@ namespace quell::detail {
 
 class PoolCore;
 class TaskBase;
-class TaskSet;
-
-// A tracked task's end, told to its group or scope (detail/task_set.hpp).
-inline void task_set_ended(TaskSet* set, TaskBase* task, std::uint32_t outcome) noexcept;
 
 // The hook every task's state runs first when its token fires: moves a
 // queued task to dropping, destroys its callable and resolves it. Defined
@@ -164,13 +160,15 @@ template <class F>
 using TaskResultOf = std::decay_t<typename std::conditional_t<
     kTakesToken<F>, std::invoke_result<F&&, CancellationToken>, std::invoke_result<F&&>>::type>;
 
-// What a tracked task adds: its set, and the link that cancels it with the
-// set's token. The link is attached at submission, detached when it ends.
-struct TaskSetLink {
-  TaskSet* set = nullptr;
+// What a tracked task adds: a second origin, an owner (a group or scope,
+// detail/task_set.hpp) whose token also cancels the task and who is told
+// when it ends. The link is attached at submission, detached when it ends.
+struct ExtraOrigin {
+  void* owner = nullptr;
+  void (*ended)(void* owner, TaskBase* task, std::uint32_t outcome) noexcept = nullptr;
   CancelLink link;
 };
-struct NoTaskSet {};
+struct NoExtraOrigin {};
 
 template <class F, class R, bool kTracked = false>
 class TaskNode final : public TaskSlot<R> {
@@ -182,7 +180,7 @@ class TaskNode final : public TaskSlot<R> {
   }
 
   // Tracked tasks only.
-  TaskSetLink& set_link() noexcept { return tracked_; }
+  ExtraOrigin& extra_origin() noexcept { return tracked_; }
 
   // Blocks are recycled per thread (detail/task_block.hpp); an over-aligned
   // callable's block comes from the heap.
@@ -247,16 +245,16 @@ class TaskNode final : public TaskSlot<R> {
   static void finished(TaskBase* base, std::uint32_t outcome) noexcept {
     if constexpr (kTracked) {
       auto* self = static_cast<TaskNode*>(base);
-      // Off the set's token before the set may go (T6).
+      // Off the owner's token before the owner may go (T6).
       self->tracked_.link.detach();
-      task_set_ended(self->tracked_.set, base, outcome);
+      self->tracked_.ended(self->tracked_.owner, base, outcome);
     }
   }
 
   static constexpr TaskBase::Ops kOps{
       {&task_on_cancel, &destroy}, &run, &drop, kTracked ? &finished : nullptr};
 
-  [[no_unique_address]] std::conditional_t<kTracked, TaskSetLink, NoTaskSet> tracked_;
+  [[no_unique_address]] std::conditional_t<kTracked, ExtraOrigin, NoExtraOrigin> tracked_;
   union {
     F fn_;
   };

@@ -42,14 +42,20 @@ class TaskSet {
   // reference; false if the pool rejected it (then it is resolved).
   template <class Node>
   bool submit(Node* task, const TaskOptions& options) {
-    task->set_link().set = this;
+    ExtraOrigin& origin = task->extra_origin();
+    origin.owner = this;
+    origin.ended = &TaskSet::task_ended;
     pending_.add();
-    const Placement placement{state_, &task->set_link().link, nullptr};
+    const Placement placement{state_, &origin.link, nullptr};
     if (!pool_submit(pool_, task, options, placement)) {
       pending_.done(pool_);  // a rejected task never reaches the finished hook
       return false;
     }
     return true;
+  }
+
+  static void task_ended(void* set, TaskBase* task, std::uint32_t outcome) noexcept {
+    static_cast<TaskSet*>(set)->ended(task, outcome);
   }
 
   void ended(TaskBase* task, std::uint32_t outcome) noexcept {
@@ -92,9 +98,5 @@ class TaskSet {
   std::exception_ptr failure_;                 // written once, by the claim's winner
   const bool fail_fast_;
 };
-
-inline void task_set_ended(TaskSet* set, TaskBase* task, std::uint32_t outcome) noexcept {
-  set->ended(task, outcome);
-}
 
 }  // namespace quell::detail
