@@ -213,6 +213,8 @@ void task_block_free(void* block, std::size_t size) noexcept {
                                        std::memory_order_release, std::memory_order_relaxed));
 }
 
+bool task_blocks_recycled() noexcept { return QUELL_RECYCLE_BLOCKS != 0; }
+
 void task_blocks_trim() noexcept {
   Cache* cache = this_cache;
   if (cache == nullptr) return;

@@ -24,5 +24,7 @@ void* task_block_allocate(std::size_t size);
 void task_block_free(void* block, std::size_t size) noexcept;
 // Returns the calling thread's cached blocks to the heap.
 void task_blocks_trim() noexcept;
+// False in AddressSanitizer builds, where every block comes from the heap.
+bool task_blocks_recycled() noexcept;
 
 }  // namespace quell::detail
