@@ -81,7 +81,6 @@ struct Frame {
 
 constexpr std::size_t kStripes = 4;  // shared counter sets, for threads that are not workers
 constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
-constexpr int kAwaitSpinRounds = 1024;
 constexpr TaskId kIdBlock = 1024;
 
 std::atomic<TaskId> next_id_block{1};  // relaxed: only uniqueness matters
@@ -526,7 +525,7 @@ bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
     // Nothing of ours to run: look again for a moment, then sleep until the
     // task is terminal. No deadlock: a wait claims its own task wherever it
     // is queued, so every chain of waits ends in a running task.
-    if (++idle_rounds > kAwaitSpinRounds) return block_until(task, deadline);
+    if (++idle_rounds > kSpinRounds) return block_until(task, deadline);
     for (int i = 0; i < 16; ++i) cpu_relax();
   }
   return true;
