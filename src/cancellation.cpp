@@ -2,6 +2,7 @@
 
 #include <new>
 
+#include "fast_tls.hpp"
 #include "quell/detail/config.hpp"
 
 namespace quell::detail {

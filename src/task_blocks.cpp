@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "fast_tls.hpp"
 #include "quell/detail/config.hpp"
 #include "quell/detail/task_block.hpp"
 

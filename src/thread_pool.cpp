@@ -11,13 +11,14 @@
 #include <stdexcept>
 #include <vector>
 
-#include "quell/detail/config.hpp"
-#include "quell/detail/futex.hpp"
+#include "fast_tls.hpp"
 #include "injection_queue.hpp"
 #include "parking.hpp"
+#include "quell/detail/config.hpp"
+#include "quell/detail/futex.hpp"
 #include "quell/detail/wait_count.hpp"
-#include "work_deque.hpp"
 #include "timers.hpp"
+#include "work_deque.hpp"
 
 namespace quell::detail {
 namespace {

@@ -35,9 +35,3 @@ inline void cpu_relax() noexcept {
   ((__VA_ARGS__) ? static_cast<void>(0)                                                 \
                  : ::quell::detail::invariant_failed(#id, #__VA_ARGS__, __FILE__, __LINE__))
 #endif
-
-// For the library's hot thread-locals (the current worker and task): in a
-// shared library the default model calls __tls_get_addr on every access;
-// initial-exec is one %fs-relative load. It takes a few bytes of the static
-// TLS block that glibc keeps spare for libraries, so dlopen() still works.
-#define QUELL_FAST_TLS [[gnu::tls_model("initial-exec")]]
