@@ -11,9 +11,11 @@
 //
 // A wait runs only its own work: get(), wait(), wait_for() and wait_until()
 // on one of the pool's workers run the awaited task right there if nobody
-// has started or dropped it, so fork-join never deadlocks, even with one
-// worker, and never start an unrelated task (a join inside one request
-// cannot start another request's blocking task). Otherwise, and on any
+// has started or dropped it, and queued tasks of the same request (submitted,
+// directly or not, by the same task from outside the pool), so fork-join
+// never deadlocks, even with one worker; they never start another request's
+// task (a join inside one request cannot start another request's blocking
+// task). Otherwise, and on any
 // other thread, the wait sleeps until the task is terminal. wait(token)
 // never runs the task.
 //
@@ -47,7 +49,8 @@ template <class T>
 class TaskHandle;
 
 namespace detail {
-// Blocks until `task` is terminal; on one of its pool's workers, helps.
+// Blocks until `task` is terminal; on one of its pool's workers, first runs
+// its own work (the task, or queued tasks of its family).
 void task_wait(TaskBase* task);
 // Blocks until `task` is terminal or `deadline` passes; true if terminal.
 bool task_wait_until(TaskBase* task, std::chrono::steady_clock::time_point deadline);
