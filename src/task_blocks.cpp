@@ -201,6 +201,7 @@ void task_block_free(void* block, std::size_t size) noexcept {
     return;
   }
   std::atomic<std::uintptr_t>& list = home->remote[c];
+  // Relaxed: only a guess for the CAS, which rereads the head on failure.
   std::uintptr_t head = list.load(std::memory_order_relaxed);
   do {
     if (head == kAbandoned) {  // no owner to take it back (B2)

@@ -32,16 +32,15 @@ using Counter = std::atomic<std::uint64_t>;
 // No counter is written by every task: a worker's own are on its own line.
 //
 // The statistics are relaxed: each task's are published by the seq_cst bump
-// of `retired` that follows them (Q5 below). `accepted` and `retired` are the
+// of `retired` that follows them (T5). `accepted` and `retired` are the
 // quiescence counts (T5): seq_cst, see PoolCore::accept() and retire().
 struct alignas(kCacheLine) Counters {
   void bump(Counter Counters::*field) noexcept { add(field, std::memory_order_relaxed); }
   void bump_seq_cst(Counter Counters::*field) noexcept { add(field, std::memory_order_seq_cst); }
 
   bool shared = true;  // set once, before the pool's threads start
-  Counter accepted{0};
+  Counter accepted{0};  // every submission, rejected ones included (accept() counts first)
   Counter retired{0};
-  Counter submitted{0};
   Counter rejected{0};
   Counter started{0};
   Counter ended{0};    // started, then terminal
@@ -73,12 +72,11 @@ Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
 }
 
 // A task executing on a worker, and the frame it runs inside: a worker that
-// waits runs the awaited task (or its set's tasks) on top of the waiting one.
+// waits runs the awaited task, or other queued tasks, on top of the waiting one.
 struct Frame {
   TaskBase* task;
   Frame* outer;
 };
-
 
 constexpr std::size_t kStripes = 4;  // shared counter sets, for threads that are not workers
 constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
@@ -110,7 +108,6 @@ struct Worker {
   // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
   std::atomic<Frame*> current{nullptr};
   unsigned since_lower = 0;  // owner only
-  TaskId family = 0;         // owner only: the family of the task in its innermost frame (F1)
   std::uint64_t rng;         // owner only
   std::thread thread;
 };
@@ -151,7 +148,7 @@ class PoolCore {
   template <class Target>
   bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
   // A future's wait on one of our workers: runs only its own work (the
-  // awaited task, or its descendants), then sleeps. True if the task is terminal.
+  // awaited task, or queued tasks of its family), then sleeps. True if the task is terminal.
   bool await_on_worker(Worker& worker, TaskBase* task, const Clock::time_point* deadline) noexcept;
   // A queued task of `family` from another worker's deque, or null.
   TaskBase* take_kin(Worker& worker, TaskId family) noexcept;
@@ -167,9 +164,7 @@ class PoolCore {
   ThreadPoolStats stats() const noexcept;
   std::size_t thread_count() const noexcept { return workers_.size(); }
 
-  bool is_own_worker() const noexcept {
-    return this_worker != nullptr && &this_worker->pool == this;
-  }
+  bool is_own_worker() const noexcept { return helper_in(this) != nullptr; }
 
   // The pool core outlives the ThreadPool object while a thread that is not
   // a worker still resolves one of its tasks (see drop()).
@@ -339,9 +334,9 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   task->id_ = next_task_id();
   // F1: a task submitted by a task inherits its family; any other task
   // founds one.
-  task->family_ = is_own_worker() && this_worker->family != 0 ? this_worker->family : task->id_;
+  const TaskBase* submitting_task = is_own_worker() ? this_task_ptr : nullptr;
+  task->family_ = submitting_task != nullptr ? submitting_task->family_ : task->id_;
   task->priority_ = options.priority();
-  counters.bump(&Counters::submitted);
   if (!accept(counters)) {
     reject(task, counters);
     return false;
@@ -460,7 +455,6 @@ void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
   task->release_token_ref();  // the queue's reference (T4)
 }
 
-
 void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
   Frame frame{task, worker.current.load(std::memory_order_relaxed)};
   // Seq_cst store, then seq_cst load of cancelling_: against cancel_running()
@@ -481,9 +475,7 @@ void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
     worker.counters.bump(&Counters::started);
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
-    const TaskId outer_family = std::exchange(worker.family, task->family_);
     const std::uint32_t outcome = task->ops()->run(task);
-    worker.family = outer_family;
     this_task_ptr = outer;
     finish(task, outcome, true, worker.counters);
   }
@@ -786,7 +778,7 @@ void PoolCore::wait_idle() {
 ThreadPoolStats PoolCore::stats() const noexcept {
   // Relaxed sums of monotonic counters: exact once wait_idle() returned,
   // otherwise a moment's picture. Outcomes are read before what precedes
-  // them (started before submitted) so differences do not go negative.
+  // them (started before accepted) so differences do not go negative.
   ThreadPoolStats stats;
   std::uint64_t started = 0;
   std::uint64_t ended = 0;
@@ -803,7 +795,7 @@ ThreadPoolStats PoolCore::stats() const noexcept {
   auto add_intake = [&](const Counters& c) {
     started += c.started.load(std::memory_order_relaxed);
     stats.rejected += c.rejected.load(std::memory_order_relaxed);
-    stats.submitted += c.submitted.load(std::memory_order_relaxed);
+    stats.submitted += c.accepted.load(std::memory_order_relaxed);
   };
   for (const Counters& c : shared_counters_) add(c);
   for (const auto& worker : workers_) add(worker->counters);
@@ -827,7 +819,6 @@ void pool_wake_helpers(PoolCore* pool) noexcept { pool->wake_helpers(); }
 TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
 
 bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
-
 
 void wait_count_zero(const WaitCount& count, PoolCore* pool) {
   if (count.count() == 0) return;
