@@ -497,7 +497,9 @@ void Server::serve(Connection connection) {
   }
   close_gracefully(std::move(connection.socket));
   conn.close();
-  conn.wait();  // every request was answered; this joins one still stopping after its timeout
+  // Every request was answered; this joins one still stopping after its
+  // timeout, and runs nothing of other connections meanwhile.
+  conn.wait();
 }
 
 // Reads and answers requests, one at a time, until the client closes, the
@@ -545,8 +547,10 @@ bool Server::take_request(Connection& connection, quell::Scope& conn, std::strin
 }
 
 // Computes the reply in a task of the connection's scope, with a deadline,
-// and waits for it (std::future: a plain wait, so this worker runs nothing
-// else meanwhile).
+// and waits for it. A std::future carries the reply because a scope's spawn
+// returns no future; the wait could as well be conn.wait(): a join on a
+// worker runs only its own scope's queued tasks, never another connection's
+// handler, which would hold this worker until that client left.
 Reply Server::run_request(quell::Scope& conn, std::string line) {
   std::promise<std::optional<std::string>> promise;
   std::future<std::optional<std::string>> result = promise.get_future();

@@ -90,6 +90,33 @@ class InjectionQueue {
     return task;
   }
 
+  // The oldest queued task of `family` (any priority), or null. A scan
+  // under the lock: only a worker waiting for that family's work calls it,
+  // once each time it looks before sleeping, and is woken only when a task
+  // of its family is submitted.
+  TaskBase* take_family(TaskId family) noexcept {
+    if (empty_hint()) return nullptr;
+    lock_.lock();
+    TaskBase* found = nullptr;
+    for (List& list : lists_) {
+      TaskBase* before = nullptr;
+      for (TaskBase* task = list.head; task != nullptr; before = task, task = task->queue_next_) {
+        if (task->family_ != family) continue;
+        (before != nullptr ? before->queue_next_ : list.head) = task->queue_next_;
+        if (list.tail == task) list.tail = before;
+        QUELL_INVARIANT(Q1, (list.head == nullptr) == (list.tail == nullptr));
+        const std::size_t size = size_.load(std::memory_order_relaxed);
+        QUELL_INVARIANT(Q2, size != 0);
+        size_.store(size - 1, std::memory_order_relaxed);  // relaxed: as in push()
+        found = task;
+        break;
+      }
+      if (found != nullptr) break;
+    }
+    lock_.unlock();
+    return found;
+  }
+
   // Relaxed: a hint (Q2); see Ordering above for why a sleeper cannot miss a push.
   bool empty_hint() const noexcept { return size_.load(std::memory_order_relaxed) == 0; }
 

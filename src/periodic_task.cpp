@@ -45,7 +45,8 @@ PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskO
       interval_(interval),
       origin_(Clock::now()),
       source_(CancellationSource::linked({options.cancellation()})),
-      options_(options) {
+      options_(options),
+      family_(pool_family_here(pool)) {
   if (interval <= Clock::duration::zero()) {
     throw std::invalid_argument("quell::PeriodicTask: the interval must be positive");
   }
@@ -84,7 +85,9 @@ void PeriodicCore::fire() noexcept {
     auto* task = new TaskNode<Tick, void>(std::move(tick), 1, 1);
     // A stop() from here on cancels the tick's token: dropped, or seen. A
     // rejection destroys the tick unrun: see ~Tick.
-    pool_submit(pool_, task, options_);
+    Placement placement;
+    placement.family = family_;  // join() on a worker runs a queued tick (F1)
+    pool_submit(pool_, task, options_, placement);
   } catch (const std::bad_alloc&) {
     // No memory for this tick: ~Tick (below) skips the slot.
   }
@@ -122,7 +125,7 @@ void PeriodicCore::join() {
   }
   // Seq_cst: see fire().
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  wait_count_zero(in_flight_, pool_);
+  wait_count_zero(in_flight_, pool_, family_);
 }
 
 }  // namespace quell::detail

@@ -104,6 +104,10 @@ struct Worker {
   const std::size_t index;
   WorkDeque<TaskBase*> deque;
   Counters counters;
+  // The family this worker waits for while it sleeps in a set's wait, or 0.
+  // Relaxed: read by announce() after its fence, written before ours (see
+  // help_family()).
+  std::atomic<TaskId> awaited_family{0};
   // The innermost executing frame. Written by this worker; read by a
   // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
   std::atomic<Frame*> current{nullptr};
@@ -145,14 +149,31 @@ class PoolCore {
 
   bool submit(TaskBase* task, const TaskOptions& options, const Placement& placement);
   void drop(TaskBase* task) noexcept;
-  template <class Target>
-  bool help_until(Worker& worker, const Target& target, const Clock::time_point* deadline);
+  // A set's wait on one of our workers: runs queued tasks of `family` until
+  // the count is zero, and sleeps when there is none.
+  void help_family(Worker& worker, const WaitCount& count, TaskId family) noexcept;
   // A future's wait on one of our workers: runs only its own work (the
   // awaited task, or queued tasks of its family), then sleeps. True if the task is terminal.
   bool await_on_worker(Worker& worker, TaskBase* task, const Clock::time_point* deadline) noexcept;
   // A queued task of `family` from another worker's deque, or null.
   TaskBase* take_kin(Worker& worker, TaskId family) noexcept;
-  void wake_helpers() noexcept { parking_.notify_all(); }
+  // A task a wait took but may not run goes to this worker's deque. It was
+  // out of every queue for a moment, so a worker that looked for it then
+  // (idle, or waiting for its family) is told again.
+  void put_back(Worker& worker, TaskBase* task) noexcept {
+    const TaskId family = task->family_;  // pushed, it may be stolen and go
+    worker.deque.push(task);
+    announce(family);
+  }
+  void wake_helpers() noexcept {
+    // Release: pairs with help_family()'s acquire load of the key.
+    helper_epoch_.fetch_add(1, std::memory_order_release);
+    futex_wake_all(helper_epoch_);
+  }
+  TaskId family_here() const noexcept {
+    const TaskBase* task = is_own_worker() ? this_task_ptr : nullptr;
+    return task != nullptr ? task->family_ : next_task_id();
+  }
   TimerService& timers() noexcept { return timers_; }
   bool closed() const noexcept {
     // Relaxed: a moment's answer for periodic tasks; a tick submitted after
@@ -189,9 +210,28 @@ class PoolCore {
   }
   // The timer service's hand-over of a due delayed task (queue's reference).
   static void start_delayed(PoolCore* pool, TaskBase* task) {
+    const TaskId family = task->family_;  // enqueued, it may run and go
     pool->enqueue(task);
-    pool->parking_.notify_one();
+    pool->announce(family);
   }
+  // After work of `family` became visible: wakes an idle worker, and the
+  // workers asleep in a wait for that family (their own deques' tasks do not
+  // wake them otherwise). notify_one() begins with the seq_cst fence that
+  // pairs with help_family()'s, so a sleeper we do not see re-checks after
+  // the work is visible.
+  void announce(TaskId family) noexcept {
+    parking_.notify_one();
+    // Relaxed: ordered by the fence above (see help_family()).
+    if (helpers_asleep_.load(std::memory_order_relaxed) == 0) return;
+    for (const auto& worker : workers_) {
+      if (worker->awaited_family.load(std::memory_order_relaxed) == family) {
+        wake_helpers();
+        return;
+      }
+    }
+  }
+  // Queued work of `family` for this worker, from anywhere, or null.
+  TaskBase* take_family(Worker& worker, TaskId family) noexcept;
 
   Counters& counters_here() noexcept {
     if (is_own_worker()) return this_worker->counters;
@@ -241,6 +281,10 @@ class PoolCore {
   // by waiters and by the retirement that ends their wait.
   alignas(kCacheLine) std::atomic<std::uint32_t> idle_waiters_{0};
   std::atomic<std::uint32_t> idle_epoch_{0};
+  // Workers asleep in help_family(), and the word they sleep on: bumped by a
+  // set's completion and by announce() of their family.
+  alignas(kCacheLine) std::atomic<std::uint32_t> helpers_asleep_{0};
+  std::atomic<std::uint32_t> helper_epoch_{0};
   // Accepted tasks neither started nor dropped; kept only when bounded.
   alignas(kCacheLine) std::atomic<std::size_t> bounded_queued_{0};
   // Read by every task, written once each at shutdown.
@@ -332,10 +376,12 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   Counters& counters = counters_here();
   task->pool_ = this;
   task->id_ = next_task_id();
-  // F1: a task submitted by a task inherits its family; any other task
-  // founds one.
+  // F1: a set's task has the set's family; another task submitted by a task
+  // inherits that task's; any other founds one.
   const TaskBase* submitting_task = is_own_worker() ? this_task_ptr : nullptr;
-  task->family_ = submitting_task != nullptr ? submitting_task->family_ : task->id_;
+  task->family_ = placement.family != 0         ? placement.family
+                  : submitting_task != nullptr ? submitting_task->family_
+                                               : task->id_;
   task->priority_ = options.priority();
   if (!accept(counters)) {
     reject(task, counters);
@@ -396,8 +442,9 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     }
     return true;
   }
+  const TaskId family = task->family_;
   enqueue(task);  // from here on the task may be run and freed: do not touch it
-  parking_.notify_one();
+  announce(family);
   return true;
 }
 
@@ -499,7 +546,7 @@ bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
         execute(worker, mine);
         continue;
       }
-      worker.deque.push(mine);
+      put_back(worker, mine);
     }
     // Elsewhere and still queued: claimed where it is (its entry becomes a
     // tombstone). Relaxed: a shortcut; the claim (try_start's CAS) decides.
@@ -536,8 +583,7 @@ TaskBase* PoolCore::take_kin(Worker& worker, TaskId family) noexcept {
       worker.counters.bump(&Counters::stolen);
       return stolen;
     }
-    worker.deque.push(stolen);
-    parking_.notify_one();
+    put_back(worker, stolen);
     return nullptr;
   }
   return nullptr;
@@ -647,46 +693,48 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   }
 }
 
-// What a worker can wait for while it helps: a WaitCount. done() loads with
-// acquire; arm() asks the completer to wake the parking lot and returns false
-// if the thing is done already (then its work is visible).
-struct CountTarget {
-  const WaitCount& count;
-  bool done() const noexcept { return count.count() == 0; }
-  bool arm() const noexcept {
-    std::uint32_t word = 0;
-    return count.arm(WaitCount::kWorkerWaiting, word);
+TaskBase* PoolCore::take_family(Worker& worker, TaskId family) noexcept {
+  if (TaskBase* mine = worker.deque.pop()) {
+    if (mine->family_ == family) return mine;
+    put_back(worker, mine);
   }
-};
+  if (TaskBase* queued = injection_.take_family(family)) return queued;
+  return take_kin(worker, family);
+}
 
-template <class Target>
-bool PoolCore::help_until(Worker& worker, const Target& target, const Clock::time_point* deadline) {
-  bool woke = false;
-  while (!target.done()) {
-    if (deadline != nullptr && Clock::now() >= *deadline) break;
-    if (TaskBase* other = find_task(worker)) {
-      if (std::exchange(woke, false)) parking_.notify_one();
-      execute(worker, other);
+void PoolCore::help_family(Worker& worker, const WaitCount& count, TaskId family) noexcept {
+  int idle_rounds = 0;
+  while (count.count() != 0) {
+    if (TaskBase* kin = take_family(worker, family)) {
+      idle_rounds = 0;
+      execute(worker, kin);
       continue;
     }
-    const std::uint32_t key = parking_.prepare_wait();
-    // Ask the completer to wake the parking lot (T3, W2).
-    if (!target.arm()) {
-      parking_.cancel_wait();
-      parking_.notify_one();
-      return true;
-    }
-    if (TaskBase* other = find_task(worker)) {
-      parking_.cancel_wait();
-      parking_.notify_one();
-      execute(worker, other);
+    if (++idle_rounds <= kSpinRounds) {
+      for (int i = 0; i < 16; ++i) cpu_relax();
       continue;
     }
-    parking_.commit_wait(key, deadline);
-    woke = true;
+    // Sleep until the count is zero or work of our family is announced.
+    // Relaxed stores, then the fence that orders them before the key load
+    // and the re-check; announce() fences after making work visible and then
+    // reads them. So either our re-check sees the work, or announce() sees
+    // us and bumps the epoch past our key.
+    worker.awaited_family.store(family, std::memory_order_relaxed);
+    helpers_asleep_.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acquire: pairs with wake_helpers()'s release bump.
+    const std::uint32_t key = helper_epoch_.load(std::memory_order_acquire);
+    std::uint32_t word = 0;
+    // Arm after the key: the done() that reaches zero sees our bit and bumps
+    // the epoch past it (W2). A false arm: the count is zero.
+    TaskBase* kin = count.arm(WaitCount::kWorkerWaiting, word) ? take_family(worker, family)
+                                                                : nullptr;
+    if (kin == nullptr && count.count() != 0) futex_wait(helper_epoch_, key);
+    helpers_asleep_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: publishes nothing
+    worker.awaited_family.store(0, std::memory_order_relaxed);
+    idle_rounds = 0;
+    if (kin != nullptr) execute(worker, kin);
   }
-  if (woke) parking_.notify_one();
-  return target.done();
 }
 
 void PoolCore::name_thread(Worker& worker) noexcept {
@@ -820,10 +868,14 @@ TimerService& pool_timers(PoolCore* pool) noexcept { return pool->timers(); }
 
 bool pool_closed(const PoolCore* pool) noexcept { return pool->closed(); }
 
-void wait_count_zero(const WaitCount& count, PoolCore* pool) {
+TaskId pool_family_here(const PoolCore* pool) noexcept {
+  return pool->family_here();
+}
+
+void wait_count_zero(const WaitCount& count, PoolCore* pool, TaskId family) {
   if (count.count() == 0) return;
   if (Worker* worker = helper_in(pool)) {
-    pool->help_until(*worker, CountTarget{count}, nullptr);
+    pool->help_family(*worker, count, family);
   } else {
     count.block();
   }

@@ -748,6 +748,39 @@ TEST(Scope, AQueuedTaskWhoseDeadlinePassesTimesOutAndIsNotAFailure) {
   EXPECT_EQ(pool.stats().timed_out, 1u);
 }
 
+// A connection handler joins its own scope while another connection's
+// handler is queued ahead of the scope's last request: the join runs the
+// scope's tasks, never the other handler. One worker; the main thread queues
+// the other handler, then a request into the handler's scope behind it.
+TEST(ScopeFromWorker, AJoinRunsItsOwnTasksAndNeverAnotherRequestsTask) {
+  for (int round = 0; round < 200; ++round) {
+    ThreadPool pool(1);
+    std::atomic<Scope*> conn_of_handler{nullptr};
+    std::latch go(1);
+    std::atomic<int> requests{0};
+    std::atomic<bool> other_ran{false};
+    std::atomic<bool> other_ran_inside_join{false};
+    Future<void> handler = pool.submit([&] {
+      Scope conn(pool);
+      conn.spawn([&] { requests.fetch_add(1); });
+      conn_of_handler.store(&conn);
+      go.wait();
+      conn.wait();
+      other_ran_inside_join.store(other_ran.load());
+    });
+    while (conn_of_handler.load() == nullptr) std::this_thread::yield();
+    pool.post([&] { other_ran.store(true); });
+    ASSERT_TRUE(conn_of_handler.load()->spawn([&] { requests.fetch_add(1); }));
+    go.count_down();
+    handler.get();
+    pool.wait_idle();
+    ASSERT_EQ(requests.load(), 2);
+    ASSERT_FALSE(other_ran_inside_join.load())
+        << "round " << round << ": a scope's join ran another request's task";
+    ASSERT_TRUE(other_ran.load());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(PoolSizes, ScopeP, ::testing::Values(1, 2), test::pool_size_name);
 
 }  // namespace

@@ -574,6 +574,110 @@ TEST(TaskGroup, TheDestructorOnThePoolsOnlyWorkerDropsWhatHasNotStarted) {
   EXPECT_EQ(ran.load(), 0);
 }
 
+// ---- a wait on a worker runs only the group's work -------------------------
+
+// One worker runs S, a task of a group made outside the pool; the other
+// waits on the group. U, another request's task, is posted meanwhile: the
+// waiter must not run it (S is not queued, so nothing of the group is), and
+// U runs only once S ends and a worker is free.
+TEST(TaskGroupFromWorker, AWaitNeverRunsAnotherRequestsTask) {
+  for (int round = 0; round < 20; ++round) {
+    ThreadPool pool(2);
+    TaskGroup group(pool);
+    std::latch s_started(1);
+    std::latch o_waiting(1);
+    std::atomic<bool> release_s{false};
+    std::atomic<bool> s_done{false};
+    std::atomic<int> u_saw_s_done{-1};  // -1: U has not run
+    group.submit([&] {
+      s_started.count_down();
+      while (!release_s.load()) std::this_thread::yield();
+      s_done.store(true);
+    });
+    s_started.wait();  // S holds one worker
+    Future<void> o = pool.submit([&] {
+      o_waiting.count_down();
+      group.wait();  // S runs on the other worker: nothing of the group is queued
+    });
+    o_waiting.wait();
+    pool.post([&] { u_saw_s_done.store(s_done.load() ? 1 : 0); });
+    // Give a misbehaving wait the time to pick U up before S may end.
+    const auto until = std::chrono::steady_clock::now() + 20ms;
+    while (u_saw_s_done.load() == -1 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();
+    }
+    release_s.store(true);
+    o.get();
+    pool.wait_idle();
+    ASSERT_EQ(u_saw_s_done.load(), 1) << "round " << round
+                                      << ": a worker waiting on a group ran another request's task";
+  }
+}
+
+// The waiting worker sleeps (S holds the other worker, nothing of the group
+// is queued) when the main thread submits T into the group: the submission
+// must wake it to run T, since no other worker is free to.
+TEST(TaskGroupFromWorker, AWaitingWorkerRunsTheGroupsTasksSubmittedFromOutside) {
+  for (int round = 0; round < 200; ++round) {
+    ThreadPool pool(2);
+    Gate gate;
+    OpenOnExit open_on_exit(gate);
+    TaskGroup group(pool);
+    std::latch s_started(1);
+    std::latch o_waiting(1);
+    std::latch t_ran(1);
+    group.submit([&] {
+      s_started.count_down();
+      gate.wait();
+    });
+    s_started.wait();
+    Future<void> o = pool.submit([&] {
+      o_waiting.count_down();
+      group.wait();
+    });
+    o_waiting.wait();
+    group.submit([&] { t_ran.count_down(); });
+    // Only the waiting worker can run T while S holds the other one.
+    ASSERT_TRUE(t_ran.try_wait() || [&] {
+      const auto until = std::chrono::steady_clock::now() + test::kGuard;
+      while (!t_ran.try_wait()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::yield();
+      }
+      return true;
+    }()) << "round " << round << ": the group's task waited for a free worker";
+    gate.open();
+    o.get();
+  }
+}
+
+// A group made outside the pool, waited on by the pool's only worker: its
+// tasks queued in the shared queue behind another request's are found there.
+TEST(TaskGroupFromWorker, TheOnlyWorkerRunsTheGroupsTasksQueuedBehindOthers) {
+  ThreadPool pool(1);
+  Gate gate;
+  OpenOnExit open_on_exit(gate);
+  auto blockers = test::block_workers(pool, gate, 1);
+  TaskGroup group(pool);
+  std::atomic<bool> unrelated_ran{false};
+  std::atomic<int> group_ran{0};
+  std::atomic<bool> unrelated_ran_first{false};
+  Future<void> o = pool.submit([&] { group.wait(); });  // queued first
+  pool.post([&] { unrelated_ran.store(true); });
+  for (int i = 0; i < 3; ++i) {
+    group.submit([&] {
+      if (unrelated_ran.load()) unrelated_ran_first.store(true);
+      group_ran.fetch_add(1);
+    });
+  }
+  gate.open();
+  finishes_or_abort([&] { o.get(); }, "TaskGroup::wait() on the only worker, tasks behind others");
+  pool.wait_idle();
+  EXPECT_EQ(group_ran.load(), 3);
+  EXPECT_FALSE(unrelated_ran_first.load()) << "the wait ran another request's task";
+  EXPECT_TRUE(unrelated_ran.load());
+}
+
 INSTANTIATE_TEST_SUITE_P(PoolSizes, TaskGroupP, ::testing::Values(1, 2), test::pool_size_name);
 
 }  // namespace

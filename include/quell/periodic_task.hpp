@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/submission.hpp"
 #include "quell/detail/wait_count.hpp"
 #include "quell/task_options.hpp"
 #include "quell/thread_pool.hpp"
@@ -84,6 +85,7 @@ class PeriodicCore {
   const Clock::time_point origin_;
   CancellationSource source_;  // linked to the options' token
   TaskOptions options_;        // each tick's: the user's, with source_'s token
+  const TaskId family_;        // every tick's (F1)
   std::uint64_t slot_ = 0;     // the tick chain's only: slot of the last scheduled tick
   std::atomic<std::uint64_t> ticks_{0};  // relaxed counters: statistics
   std::atomic<std::uint64_t> skipped_{0};

@@ -15,8 +15,8 @@
 // spawn into their own scope (an accept loop spawning handlers) until it is
 // closed.
 //
-// Waiting on a worker of the scope's pool helps: the worker runs other tasks
-// meanwhile.
+// Waiting on a worker of the scope's pool runs the scope's queued tasks
+// meanwhile, and never another request's task.
 //
 // Thread safety: thread-safe; spawn() may be called from any number of
 // threads, including the scope's own tasks. The pool (and a child's parent)

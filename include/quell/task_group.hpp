@@ -8,8 +8,9 @@
 // wait_and_rethrow() rethrows the first one. A task cancelled through the
 // group is not a failure: only exceptions other than OperationCancelled are.
 //
-// Waiting on a worker of the group's pool helps: the worker runs other tasks
-// meanwhile, so fork-join inside the pool does not deadlock.
+// Waiting on a worker of the group's pool runs the group's queued tasks
+// meanwhile (never another request's), so fork-join inside the pool does not
+// deadlock.
 //
 // Thread safety: thread-safe; submit() may be called from any number of
 // threads, including the group's own tasks. The pool must outlive the group.

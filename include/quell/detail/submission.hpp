@@ -21,6 +21,8 @@ struct Placement {
   CancelState* extra_state = nullptr;
   CancelLink* extra_link = nullptr;
   const std::chrono::steady_clock::time_point* start = nullptr;  // delayed until then
+  // The family of the set the task joins (F1); 0: the submitter's.
+  TaskId family = 0;
 };
 
 // Assigns the task to `pool`, then accepts and enqueues it (or hands it to
@@ -28,6 +30,10 @@ struct Placement {
 // queue's reference either way. False if rejected.
 bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
                  const Placement& placement = {});
+
+// The family a set created here gives its tasks (F1): the running task's,
+// on a worker of `pool`; a new one anywhere else.
+TaskId pool_family_here(const PoolCore* pool) noexcept;
 
 // How groups, scopes and periodic tasks reach the pool's core.
 struct PoolAccess {

@@ -37,11 +37,13 @@
 //   T5  An accepted task is counted once as accepted (by the thread that
 //       accepted it) and, after its terminal exchange, once as retired (by
 //       the thread that resolved it); the pool is idle when the sums match.
-//   F1  A task submitted from inside a running task has that task's
-//       family_; a task submitted from outside the pool's tasks has its
-//       own id. A wait on a worker runs only the
-//       awaited task and queued tasks of its family: the same request's
-//       work, never another's (TBB calls this isolation).
+//   F1  A task of a set (group, scope, periodic task) has the set's
+//       family_: the family of the task that created the set, or a new one
+//       for a set created outside the pool's tasks. Any other task submitted
+//       from inside a running task has that task's family_; from outside,
+//       its own id. A wait on a worker runs only the awaited task and queued
+//       tasks of the awaited family: the same request's work, never
+//       another's (TBB calls this isolation).
 //   T6  A task of a group or scope (a tracked task) counts once in its set's
 //       pending tasks, from spawn until the finished hook, which runs after
 //       the terminal exchange and is the last access to the set.

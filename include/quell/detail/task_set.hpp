@@ -7,7 +7,8 @@
 // A task of the set is a tracked TaskNode (detail/task.hpp): its state is
 // linked to the set's token as well as to its options' token, so cancelling
 // the set cancels running tasks' tokens and drops queued ones at once, on the
-// cancelling thread. Its finished hook records a failure, then leaves the
+// cancelling thread. Every task of the set has the set's family (F1), so a
+// wait on a worker runs the set's queued tasks and nothing else. Its finished hook records a failure, then leaves the
 // count; that is its last access to the set (T6, W3).
 //
 // Thread safety: thread-safe; the owner alone destroys it, after wait().
@@ -33,6 +34,7 @@ class TaskSet {
       : pool_(pool),
         source_(std::move(source)),
         state_(StateAccess::state(source_)),
+        family_(pool_family_here(pool)),
         fail_fast_(fail_fast) {}
 
   TaskSet(const TaskSet&) = delete;
@@ -46,7 +48,7 @@ class TaskSet {
     origin.owner = this;
     origin.ended = &TaskSet::task_ended;
     pending_.add();
-    const Placement placement{state_, &origin.link, nullptr};
+    const Placement placement{state_, &origin.link, nullptr, family_};
     if (!pool_submit(pool_, task, options, placement)) {
       pending_.done(pool_);  // a rejected task never reaches the finished hook
       return false;
@@ -64,8 +66,9 @@ class TaskSet {
     pending_.done(pool);
   }
 
-  // Until every task is terminal; a worker of the pool helps meanwhile.
-  void wait() const { wait_count_zero(pending_, pool_); }
+  // Until every task is terminal; a worker of the pool runs the set's queued
+  // tasks (and what they submitted) meanwhile, and nothing else.
+  void wait() const { wait_count_zero(pending_, pool_, family_); }
 
   // The first failure, once wait() returned; null if none.
   std::exception_ptr failure() const noexcept {
@@ -93,6 +96,7 @@ class TaskSet {
   PoolCore* const pool_;
   CancellationSource source_;
   CancelState* const state_;  // source_'s, kept alive by it
+  const TaskId family_;       // every task of the set has it (F1)
   WaitCount pending_;
   std::atomic<std::uint32_t> has_failure_{0};  // 0 none, 1 being written, 2 written
   std::exception_ptr failure_;                 // written once, by the claim's winner

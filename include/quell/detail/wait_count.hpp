@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "quell/detail/futex.hpp"
+#include "quell/detail/task.hpp"
 
 namespace quell::detail {
 
@@ -33,8 +34,9 @@ class WaitCount;
 
 // Wakes the pool's workers that wait (helping) for a count.
 void pool_wake_helpers(PoolCore* pool) noexcept;
-// Until the count is zero; a worker of `pool` runs other tasks meanwhile.
-void wait_count_zero(const WaitCount& count, PoolCore* pool);
+// Until the count is zero. A worker of `pool` runs queued tasks of `family`
+// meanwhile (the counted work, and the work it submitted), and no other.
+void wait_count_zero(const WaitCount& count, PoolCore* pool, TaskId family);
 
 class WaitCount {
  public:
