@@ -1,0 +1,306 @@
+#pragma once
+
+// The pool's core, shared by the files that implement it, one job each:
+//   pool_submit.cpp    submission: accept, family, links, enqueue
+//   pool_tasks.cpp     a task's life: start, run, drop, finish
+//   pool_workers.cpp   the worker loop: find, steal, park
+//   pool_waits.cpp     waits on a task or a set, from a worker or not
+//   pool_shutdown.cpp  quiescence, shutdown, wait_idle
+//   thread_pool.cpp    the public ThreadPool, statistics
+// docs/thread-pool.md argues the design; the task word's invariants (T1-T6,
+// F1) are in detail/task.hpp.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "fast_tls.hpp"
+#include "injection_queue.hpp"
+#include "parking.hpp"
+#include "quell/detail/config.hpp"
+#include "quell/detail/futex.hpp"
+#include "quell/detail/submission.hpp"
+#include "quell/detail/task.hpp"
+#include "quell/detail/wait_count.hpp"
+#include "quell/thread_pool.hpp"
+#include "timers.hpp"
+#include "work_deque.hpp"
+
+namespace quell::detail {
+
+using Clock = std::chrono::steady_clock;
+using Counter = std::atomic<std::uint64_t>;
+
+// Statistics and quiescence counts. A worker's set has one writer (the
+// worker), so it counts with a plain load and store; the pool's shared sets
+// (stripes, one picked per thread), for every other thread, use fetch_add.
+// No counter is written by every task: a worker's own are on its own line.
+//
+// The statistics are relaxed: each task's are published by the seq_cst bump
+// of `retired` that follows them (T5). `accepted` and `retired` are the
+// quiescence counts (T5): seq_cst, see PoolCore::accept() and retire().
+struct alignas(kCacheLine) Counters {
+  void bump(Counter Counters::*field) noexcept { add(field, std::memory_order_relaxed); }
+  void bump_seq_cst(Counter Counters::*field) noexcept { add(field, std::memory_order_seq_cst); }
+
+  bool shared = true;  // set once, before the pool's threads start
+  Counter accepted{0};  // every submission, rejected ones included (accept() counts first)
+  Counter retired{0};
+  Counter rejected{0};
+  Counter started{0};
+  Counter ended{0};    // started, then terminal
+  Counter dropped{0};  // resolved before starting
+  Counter completed{0};
+  Counter failed{0};
+  Counter cancelled{0};
+  Counter timed_out{0};
+  Counter stolen{0};
+
+ private:
+  void add(Counter Counters::*field, std::memory_order order) noexcept {
+    Counter& counter = this->*field;
+    if (shared) {
+      counter.fetch_add(1, order);
+    } else {
+      counter.store(counter.load(std::memory_order_relaxed) + 1, order);
+    }
+  }
+};
+
+inline Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
+  switch (outcome) {
+    case TaskBase::kCompleted: return &Counters::completed;
+    case TaskBase::kFailed: return &Counters::failed;
+    case TaskBase::kTimedOut: return &Counters::timed_out;
+    default: return &Counters::cancelled;
+  }
+}
+
+// A task executing on a worker, and the frame it runs inside: a worker that
+// waits runs the awaited task, or other queued tasks, on top of the waiting one.
+struct Frame {
+  TaskBase* task;
+  Frame* outer;
+};
+
+constexpr std::size_t kStripes = 4;  // shared counter sets, for threads that are not workers
+constexpr int kSpinRounds = 64;       // find_task() attempts before sleeping
+// A new task id: unique per process, from a block of ids per thread.
+TaskId next_task_id() noexcept;
+
+struct Worker {
+  Worker(PoolCore& owner, std::size_t worker_index)
+      : pool(owner), index(worker_index), rng(0x9E3779B97F4A7C15ull * (worker_index + 1)) {}
+
+  PoolCore& pool;
+  const std::size_t index;
+  WorkDeque<TaskBase*> deque;
+  Counters counters;
+  // The family this worker waits for while it sleeps in a set's wait, or 0.
+  // Relaxed: read by announce() after its fence, written before ours (see
+  // help_family()).
+  std::atomic<TaskId> awaited_family{0};
+  // The innermost executing frame. Written by this worker; read by a
+  // cancel shutdown under the scanning_ protocol (see PoolCore::scan()).
+  std::atomic<Frame*> current{nullptr};
+  unsigned since_lower = 0;  // owner only
+  std::uint64_t rng;         // owner only
+  std::thread thread;
+};
+
+// The calling thread's worker (null on other threads), the task it runs
+// (null between tasks), and its stripe of the shared counters (kStripes:
+// not chosen yet). Constant-initialised, so reading them costs one load.
+QUELL_FAST_TLS extern constinit thread_local Worker* this_worker;
+QUELL_FAST_TLS extern constinit thread_local TaskBase* this_task_ptr;
+QUELL_FAST_TLS extern constinit thread_local unsigned this_stripe;
+extern std::atomic<unsigned> next_stripe;  // relaxed: only spreads threads over stripes
+
+// The calling thread, if it is a worker of `pool` (and so helps while it waits).
+inline Worker* helper_in(const PoolCore* pool) noexcept {
+  Worker* worker = this_worker;
+  return worker != nullptr && &worker->pool == pool ? worker : nullptr;
+}
+
+class PoolCore {
+ public:
+  explicit PoolCore(ThreadPoolConfig config)
+      : config_(checked(std::move(config))), timers_(this, &start_delayed, config_.thread_name) {
+    workers_.reserve(config_.thread_count);
+    for (std::size_t i = 0; i < config_.thread_count; ++i) {
+      workers_.push_back(std::make_unique<Worker>(*this, i));
+      workers_.back()->counters.shared = false;  // before its thread starts
+    }
+    for (auto& worker : workers_) {
+      worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
+      name_thread(*worker);
+    }
+  }
+
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  bool submit(TaskBase* task, const TaskOptions& options, const Placement& placement);
+  void drop(TaskBase* task) noexcept;
+  // A set's wait on one of our workers: runs queued tasks of `family` until
+  // the count is zero, and sleeps when there is none.
+  void help_family(Worker& worker, const WaitCount& count, TaskId family) noexcept;
+  // A future's wait on one of our workers: runs only its own work (the
+  // awaited task, or queued tasks of its family), then sleeps. True if the task is terminal.
+  bool await_on_worker(Worker& worker, TaskBase* task, const Clock::time_point* deadline) noexcept;
+  // A queued task of `family` from another worker's deque, or null.
+  TaskBase* take_kin(Worker& worker, TaskId family) noexcept;
+  // A task a wait took but may not run goes to this worker's deque. It was
+  // out of every queue for a moment, so a worker that looked for it then
+  // (idle, or waiting for its family) is told again.
+  void put_back(Worker& worker, TaskBase* task) noexcept {
+    const TaskId family = task->family_;  // pushed, it may be stolen and go
+    worker.deque.push(task);
+    announce(family);
+  }
+  void wake_helpers() noexcept {
+    // Release: pairs with help_family()'s acquire load of the key.
+    helper_epoch_.fetch_add(1, std::memory_order_release);
+    futex_wake_all(helper_epoch_);
+  }
+  TaskId family_here() const noexcept {
+    const TaskBase* task = is_own_worker() ? this_task_ptr : nullptr;
+    return task != nullptr ? task->family_ : next_task_id();
+  }
+  TimerService& timers() noexcept { return timers_; }
+  bool closed() const noexcept {
+    // Relaxed: a moment's answer for periodic tasks; a tick submitted after
+    // the close is still rejected by accept()'s seq_cst load.
+    return stopping_.load(std::memory_order_relaxed);
+  }
+  void shutdown();
+  void wait_idle();
+  ThreadPoolStats stats() const noexcept;
+  std::size_t thread_count() const noexcept { return workers_.size(); }
+
+  bool is_own_worker() const noexcept { return helper_in(this) != nullptr; }
+
+  // The pool core outlives the ThreadPool object while a thread that is not
+  // a worker still resolves one of its tasks (see drop()).
+  void pin() noexcept {
+    // Relaxed: made from an existing pin (the ThreadPool's, or an unfinished
+    // task's guarantee that shutdown has not finished).
+    pins_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void unpin() noexcept {
+    // Acq_rel: every user's accesses happen-before the deletion.
+    if (pins_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ private:
+  ~PoolCore() { discard_leftovers(); }
+
+  static ThreadPoolConfig checked(ThreadPoolConfig config) {
+    if (config.thread_count == 0) {
+      throw std::invalid_argument("quell::ThreadPool: thread_count must be at least 1");
+    }
+    return config;
+  }
+  // The timer service's hand-over of a due delayed task (queue's reference).
+  static void start_delayed(PoolCore* pool, TaskBase* task) {
+    const TaskId family = task->family_;  // enqueued, it may run and go
+    pool->enqueue(task);
+    pool->announce(family);
+  }
+  // After work of `family` became visible: wakes an idle worker, and the
+  // workers asleep in a wait for that family (their own deques' tasks do not
+  // wake them otherwise). notify_one() begins with the seq_cst fence that
+  // pairs with help_family()'s, so a sleeper we do not see re-checks after
+  // the work is visible.
+  void announce(TaskId family) noexcept {
+    parking_.notify_one();
+    // Relaxed: ordered by the fence above (see help_family()).
+    if (helpers_asleep_.load(std::memory_order_relaxed) == 0) return;
+    for (const auto& worker : workers_) {
+      if (worker->awaited_family.load(std::memory_order_relaxed) == family) {
+        wake_helpers();
+        return;
+      }
+    }
+  }
+  // Queued work of `family` for this worker, from anywhere, or null.
+  TaskBase* take_family(Worker& worker, TaskId family) noexcept;
+
+  Counters& counters_here() noexcept {
+    if (is_own_worker()) return this_worker->counters;
+    if (this_stripe == kStripes) {
+      this_stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % kStripes;
+    }
+    return shared_counters_[this_stripe];
+  }
+
+  bool accept(Counters& counters) noexcept;
+  void retire(Counters& counters) noexcept {
+    // Seq_cst bump, then seq_cst load of idle_waiters_, against
+    // wait_unfinished()'s seq_cst increment of idle_waiters_ then seq_cst
+    // loads of the counts: a waiter either sees this retirement or is
+    // woken by us. The bump's release also publishes the statistics and
+    // outcome written before it to the waiter that reads it.
+    counters.bump_seq_cst(&Counters::retired);
+    if (idle_waiters_.load(std::memory_order_seq_cst) != 0 && unfinished() == 0) {
+      // Release: pairs with wait_unfinished()'s acquire load of the epoch.
+      idle_epoch_.fetch_add(1, std::memory_order_release);
+      futex_wake_all(idle_epoch_);
+    }
+  }
+  std::uint64_t unfinished() const noexcept;
+  void reject(TaskBase* task, Counters& counters) noexcept;
+  void enqueue(TaskBase* task);
+  // Links the task to its options' token and to its second origin, if any
+  // (a set's token); a link that fires meanwhile leaves it dropped.
+  void link_origins(TaskBase* task, CancelState* parent, const Placement& placement);
+  void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
+  bool try_start(TaskBase* task) noexcept;
+  void execute(Worker& worker, TaskBase* task) noexcept;
+  void run_in_frame(Worker& worker, TaskBase* task) noexcept;
+  TaskBase* find_task(Worker& worker) noexcept;
+  bool work_visible() const noexcept;
+  TaskBase* steal(Worker& worker) noexcept;
+  void run_worker(Worker& worker) noexcept;
+  void cancel_running() noexcept;
+  void wait_unfinished() noexcept;
+  void discard_leftovers() noexcept;
+  void name_thread(Worker& worker) noexcept;
+
+  const ThreadPoolConfig config_;
+  TimerService timers_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  InjectionQueue injection_;
+  Parking parking_;
+  Counters shared_counters_[kStripes];
+  // Threads in wait_unfinished(), and the word they sleep on. Written only
+  // by waiters and by the retirement that ends their wait.
+  alignas(kCacheLine) std::atomic<std::uint32_t> idle_waiters_{0};
+  std::atomic<std::uint32_t> idle_epoch_{0};
+  // Workers asleep in help_family(), and the word they sleep on: bumped by a
+  // set's completion and by announce() of their family.
+  alignas(kCacheLine) std::atomic<std::uint32_t> helpers_asleep_{0};
+  std::atomic<std::uint32_t> helper_epoch_{0};
+  // Accepted tasks neither started nor dropped; kept only when bounded.
+  alignas(kCacheLine) std::atomic<std::size_t> bounded_queued_{0};
+  // Read by every task, written once each at shutdown.
+  alignas(kCacheLine) std::atomic<bool> stopping_{false};  // intake closed
+  std::atomic<bool> cancelling_{false};                     // a cancel shutdown began
+  std::atomic<bool> scanning_{false};                       // cancel_running() reads frames
+  std::atomic<bool> exiting_{false};                        // workers may leave
+  std::atomic<std::uint32_t> pins_{1};                      // the ThreadPool's, plus droppers'
+  std::mutex shutdown_mutex_;
+  bool joined_ = false;  // guarded by shutdown_mutex_
+};
+
+// Sleeps on the task's word until it is terminal (or `deadline` passes).
+bool block_until(TaskBase* task, const Clock::time_point* deadline);
+
+}  // namespace quell::detail

@@ -1,0 +1,135 @@
+#include "pool_core.hpp"
+
+namespace quell::detail {
+
+namespace {
+
+constexpr TaskId kIdBlock = 1024;
+
+std::atomic<TaskId> next_id_block{1};  // relaxed: only uniqueness matters
+QUELL_FAST_TLS thread_local TaskId next_id = 0;
+QUELL_FAST_TLS thread_local TaskId id_limit = 0;
+
+}  // namespace
+
+TaskId next_task_id() noexcept {
+  if (next_id == id_limit) {
+    next_id = next_id_block.fetch_add(kIdBlock, std::memory_order_relaxed);
+    id_limit = next_id + kIdBlock;
+  }
+  return next_id++;
+}
+
+bool PoolCore::accept(Counters& counters) noexcept {
+  // Seq_cst bump then seq_cst load, against shutdown()'s seq_cst store of
+  // stopping_ then seq_cst loads of the counts: either we see stopping_ and
+  // reject, or shutdown counts this task and waits for it.
+  counters.bump_seq_cst(&Counters::accepted);
+  if (stopping_.load(std::memory_order_seq_cst)) {
+    retire(counters);
+    return false;
+  }
+  if (config_.max_queue_size != 0) {
+    // Relaxed: a bound, not a publication.
+    if (bounded_queued_.fetch_add(1, std::memory_order_relaxed) >= config_.max_queue_size) {
+      bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+      retire(counters);
+      return false;
+    }
+  }
+  return true;
+}
+
+std::uint64_t PoolCore::unfinished() const noexcept {
+  // Every retirement before the acceptances: a task's acceptance
+  // happens-before its retirement, so the seq_cst load that reads a
+  // retirement makes the later loads see its acceptance. The difference then
+  // counts only tasks seen accepted and not seen retired: it is never
+  // negative, and zero only if every task accepted so far is retired.
+  std::uint64_t retired = 0;
+  std::uint64_t accepted = 0;
+  for (const Counters& c : shared_counters_) retired += c.retired.load(std::memory_order_seq_cst);
+  for (const auto& w : workers_) retired += w->counters.retired.load(std::memory_order_seq_cst);
+  for (const Counters& c : shared_counters_) accepted += c.accepted.load(std::memory_order_seq_cst);
+  for (const auto& w : workers_) accepted += w->counters.accepted.load(std::memory_order_seq_cst);
+  QUELL_INVARIANT(T5, accepted >= retired);
+  return accepted - retired;
+}
+
+void PoolCore::reject(TaskBase* task, Counters& counters) noexcept {
+  task->ops()->drop(task);
+  counters.bump(&Counters::rejected);
+  // Release: nobody else has seen the task yet; the future returned after
+  // this call reads it on this thread or through a later synchronisation.
+  task->status_.store(TaskBase::kRejected, std::memory_order_release);
+  task->release_token_ref();  // the queue's reference
+}
+
+bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placement& placement) {
+  Counters& counters = counters_here();
+  task->pool_ = this;
+  task->id_ = next_task_id();
+  // F1: a set's task has the set's family; another task submitted by a task
+  // inherits that task's; any other founds one.
+  const TaskBase* submitting_task = is_own_worker() ? this_task_ptr : nullptr;
+  task->family_ = placement.family != 0         ? placement.family
+                  : submitting_task != nullptr ? submitting_task->family_
+                                               : task->id_;
+  task->priority_ = options.priority();
+  if (!accept(counters)) {
+    reject(task, counters);
+    return false;
+  }
+  const bool timed = options.timeout() || options.deadline();
+  const bool delayed = placement.start != nullptr;
+  // One clock read, for the deadline and the checks against it below.
+  const Clock::time_point now = timed || delayed ? Clock::now() : Clock::time_point{};
+  if (timed) task->deadline_ = *options.deadline_from(now);
+  // Before the links: once linked, another thread may resolve the task and
+  // read timed_ in finish().
+  task->timed_ = timed || delayed;
+  task->delayed_ = delayed && *placement.start > now;
+  link_origins(task, StateAccess::state(options.cancellation()), placement);
+  if (timed && task->deadline_ <= now) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
+  }
+  // Relaxed: only a shortcut. A task dropped after this load is enqueued as
+  // a tombstone, which a worker (or, after shutdown, ~PoolCore) discards.
+  if ((task->status_.load(std::memory_order_relaxed) & TaskBase::kValueMask) != TaskBase::kQueued) {
+    task->release_token_ref();  // resolved already: the queue's reference goes unused
+    return true;
+  }
+  if (timed) timers_.add_deadline(task, task->deadline_);
+  if (delayed && *placement.start > now) {
+    if (!timers_.add_start(task, *placement.start)) {
+      // A shutdown began after we were accepted: resolved as the delayed
+      // tasks it found were (cancelled, reason shutdown).
+      task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+      task->release_token_ref();
+    }
+    return true;
+  }
+  const TaskId family = task->family_;
+  enqueue(task);  // from here on the task may be run and freed: do not touch it
+  announce(family);
+  return true;
+}
+
+void PoolCore::enqueue(TaskBase* task) {
+  if (is_own_worker()) {
+    this_worker->deque.push(task);
+    return;
+  }
+  injection_.push(task);
+}
+
+bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
+                 const Placement& placement) {
+  return pool->submit(task, options, placement);
+}
+
+TaskId pool_family_here(const PoolCore* pool) noexcept {
+  return pool->family_here();
+}
+
+}  // namespace quell::detail

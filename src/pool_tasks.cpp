@@ -1,0 +1,130 @@
+#include "pool_core.hpp"
+
+namespace quell::detail {
+
+void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
+                      Counters& counters) noexcept {
+  counters.bump(counter_for(outcome));
+  counters.bump(started ? &Counters::ended : &Counters::dropped);
+  // Release: the result, the error and the callable's destruction
+  // happen-before every acquire load that sees the terminal value (T2).
+  const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
+  QUELL_INVARIANT(T2, !TaskBase::is_terminal(old));
+  if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
+  task->origin_.detach();
+  if (task->timed_) timers_.entry_died();
+  if (auto* finished = task->ops()->finished) finished(task, outcome);
+  retire(counters);
+}
+
+void PoolCore::link_origins(TaskBase* task, CancelState* parent, const Placement& placement) {
+  // A task with a second origin has two links, and the first may fire
+  // (inline, or on the thread that cancels its origin) before the second is
+  // attached; resolved then, its finished hook would detach the links while
+  // we still attach, and the second would stay registered after the task is
+  // freed. So while linking, task_on_cancel() only marks it, and it is
+  // dropped here, once linked.
+  const bool second = placement.extra_state != nullptr;
+  // Relaxed: no other thread knows the task yet; the links' registrations
+  // (the origin's lock, released) publish it to a firing link.
+  if (second) task->status_.store(TaskBase::kLinking, std::memory_order_relaxed);
+  // With one origin, its link may resolve the task at once (inline, through
+  // task_on_cancel()).
+  if (parent != &never_cancelled) task->origin_.attach(parent, task);
+  if (!second) return;
+  placement.extra_link->attach(placement.extra_state, task);
+  std::uint32_t linking = TaskBase::kLinking;
+  // Acq_rel, against task_on_cancel()'s CAS to link_cancelled: either it
+  // saw queued (and drops the task itself) or we see its mark, and then the
+  // reason it set before its hook ran.
+  if (!task->status_.compare_exchange_strong(linking, TaskBase::kQueued, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+    // Relaxed: the hook ran (once: a state is cancelled once) and no waiter
+    // knows the task yet; we alone own it now (T1).
+    task->status_.store(TaskBase::kDropping, std::memory_order_relaxed);
+    drop(task);
+  }
+}
+
+void PoolCore::drop(TaskBase* task) noexcept {
+  // Any thread. The task was queued (so accepted and unfinished): the core is
+  // alive now, and the pin keeps it so until we are done, even if retiring
+  // this task lets a shutdown finish and the ThreadPool go.
+  pin();
+  task->ops()->drop(task);
+  if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+  const bool deadline = task->reason() == static_cast<std::uint64_t>(CancelReason::deadline);
+  finish(task, deadline ? TaskBase::kTimedOut : TaskBase::kCancelled, false, counters_here());
+  unpin();
+}
+
+bool PoolCore::try_start(TaskBase* task) noexcept {
+  std::uint32_t word = task->status_.load(std::memory_order_relaxed);
+  do {
+    if ((word & TaskBase::kValueMask) != TaskBase::kQueued) return false;
+    // Acq_rel: the winner of queued -> running | dropping owns the callable
+    // (T1); keep the waiter and published bits.
+  } while (!task->status_.compare_exchange_weak(
+      word, (word & ~TaskBase::kValueMask) | TaskBase::kRunning, std::memory_order_acq_rel,
+      std::memory_order_relaxed));
+  return true;
+}
+
+void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
+  run_in_frame(worker, task);
+  task->release_token_ref();  // the queue's reference (T4)
+}
+
+void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
+  Frame frame{task, worker.current.load(std::memory_order_relaxed)};
+  // Seq_cst store, then seq_cst load of cancelling_: against cancel_running()
+  // (store cancelling_, then load current), a task either is seen there or
+  // sees cancelling_ here.
+  worker.current.store(&frame, std::memory_order_seq_cst);
+  if (cancelling_.load(std::memory_order_seq_cst)) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+  } else if (task->deadline_ != Clock::time_point::max() && Clock::now() >= task->deadline_) {
+    task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
+  }
+  // A request of ours returns false when another thread's (the timer
+  // firing the deadline, a user's cancel) set the reason first, and that
+  // thread's hook may not have dropped the task yet: a cancelled task must
+  // not start. Its hook drops it; the requester holds a reference meanwhile.
+  // (cancelled() is an acquire load, pairing with request_cancel()'s release.)
+  if (!task->cancelled() && try_start(task)) {
+    worker.counters.bump(&Counters::started);
+    if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
+    TaskBase* outer = std::exchange(this_task_ptr, task);
+    const std::uint32_t outcome = task->ops()->run(task);
+    this_task_ptr = outer;
+    finish(task, outcome, true, worker.counters);
+  }
+  // Seq_cst store then seq_cst load of scanning_ (against cancel_running()'s
+  // store of scanning_ then load of current): if a scan may still read this
+  // frame, wait for it before the task's memory may go.
+  worker.current.store(frame.outer, std::memory_order_seq_cst);
+  while (scanning_.load(std::memory_order_seq_cst)) scanning_.wait(true, std::memory_order_acquire);
+}
+
+void task_on_cancel(CancelState* state) noexcept {
+  auto* task = static_cast<TaskBase*>(state);
+  std::uint32_t word = task->status_.load(std::memory_order_relaxed);
+  std::uint32_t next = 0;
+  do {
+    const std::uint32_t value = word & TaskBase::kValueMask;
+    if (value == TaskBase::kQueued) {
+      next = (word & ~TaskBase::kValueMask) | TaskBase::kDropping;
+    } else if (value == TaskBase::kLinking) {
+      next = (word & ~TaskBase::kValueMask) | TaskBase::kLinkCancelled;  // its submitter drops it
+    } else {
+      return;  // running, or resolved
+    }
+    // Acq_rel: as try_start(); the winner owns the callable (T1). To
+    // link_cancelled, a release: the submitter's CAS that reads it sees the
+    // reason set before this hook ran.
+  } while (!task->status_.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed));
+  if ((next & TaskBase::kValueMask) == TaskBase::kDropping) task->pool_->drop(task);
+}
+
+}  // namespace quell::detail

@@ -1,0 +1,94 @@
+#include <pthread.h>
+
+#include "pool_core.hpp"
+
+namespace quell::detail {
+
+TaskBase* PoolCore::steal(Worker& worker) noexcept {
+  const std::size_t count = workers_.size();
+  if (count < 2) return nullptr;
+  worker.rng ^= worker.rng << 13;
+  worker.rng ^= worker.rng >> 7;
+  worker.rng ^= worker.rng << 17;
+  const std::size_t first = static_cast<std::size_t>(worker.rng % count);
+  for (std::size_t i = 0; i < count; ++i) {
+    Worker& victim = *workers_[(first + i) % count];
+    if (&victim == &worker) continue;
+    for (;;) {
+      auto [result, task] = victim.deque.steal();
+      if (result == WorkDeque<TaskBase*>::Steal::taken) {
+        worker.counters.bump(&Counters::stolen);
+        return task;
+      }
+      if (result == WorkDeque<TaskBase*>::Steal::empty) break;
+    }
+  }
+  return nullptr;
+}
+
+bool PoolCore::work_visible() const noexcept {
+  if (!injection_.empty_hint()) return true;
+  for (const auto& worker : workers_) {
+    if (!worker->deque.empty_hint()) return true;
+  }
+  return false;
+}
+
+TaskBase* PoolCore::find_task(Worker& worker) noexcept {
+  if (TaskBase* task = worker.deque.pop()) return task;
+  if (TaskBase* task = injection_.pop(worker.since_lower)) return task;
+  return steal(worker);
+}
+
+// Leaving a wait clears the parking lot's pending wake, and notifiers skip
+// their wake while one is pending (see parking.hpp). So a worker that
+// leaves a wait and then takes a task, or goes back to a task of its own,
+// passes the wake on: otherwise work queued behind the one it took could wait,
+// with another worker asleep, for as long as that task runs.
+
+void PoolCore::run_worker(Worker& worker) noexcept {
+  this_worker = &worker;
+  bool woke = false;
+  for (;;) {
+    TaskBase* task = find_task(worker);
+    if (task == nullptr && parking_.begin_search()) {
+      for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
+        for (int i = 0; i < 16; ++i) cpu_relax();
+        task = find_task(worker);
+      }
+      parking_.end_search();
+      if (task != nullptr) {
+        // A notify skipped while we searched may have been for other work.
+        Parking::found_work();
+        if (work_visible()) parking_.notify_one();
+      }
+    }
+    if (task != nullptr) {
+      if (std::exchange(woke, false)) parking_.notify_one();
+      execute(worker, task);
+      continue;
+    }
+    const std::uint32_t key = parking_.prepare_wait();
+    if ((task = find_task(worker)) != nullptr) {
+      parking_.cancel_wait();
+      parking_.notify_one();
+      execute(worker, task);
+      continue;
+    }
+    // Acquire: pairs with shutdown()'s release store; nothing is left to do.
+    if (exiting_.load(std::memory_order_acquire)) {
+      parking_.cancel_wait();
+      return;
+    }
+    parking_.commit_wait(key);
+    woke = true;
+  }
+}
+
+void PoolCore::name_thread(Worker& worker) noexcept {
+  // Linux limits a thread name to 15 characters.
+  const std::string name = (config_.thread_name + "-" + std::to_string(worker.index)).substr(0, 15);
+  pthread_setname_np(worker.thread.native_handle(), name.c_str());
+}
+
+}  // namespace quell::detail
