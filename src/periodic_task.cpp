@@ -40,6 +40,19 @@ struct PeriodicCore::Tick {
   bool ran = false;  // the tick chain's only, as slot_
 };
 
+// The timer entry of the next slot: due, it posts the tick. Once the
+// schedule stopped, a tombstone. It keeps firing until the pool's service
+// stops: a periodic task sees its pool closed.
+const TimerKind PeriodicCore::timer{
+    [](void* target) noexcept {
+      auto* core = static_cast<PeriodicCore*>(target);
+      core->fire();
+      core->release();
+    },
+    [](void* target) noexcept { static_cast<PeriodicCore*>(target)->release(); },
+    [](const void* target) noexcept { return static_cast<const PeriodicCore*>(target)->stopped(); },
+};
+
 PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskOptions& options)
     : pool_(pool),
       interval_(interval),
@@ -58,7 +71,8 @@ void PeriodicCore::start() { schedule(1); }
 void PeriodicCore::schedule(std::uint64_t slot) noexcept {
   slot_ = slot;
   const Clock::time_point due = origin_ + interval_ * static_cast<Clock::rep>(slot);
-  pool_timers(pool_).add_periodic(this, due);
+  add_ref();  // the timer entry's
+  pool_timers(pool_).add(timer, this, due);
 }
 
 bool PeriodicCore::stopped() const noexcept {

@@ -132,7 +132,7 @@ inline Worker* helper_in(const PoolCore* pool) noexcept {
 class PoolCore {
  public:
   explicit PoolCore(ThreadPoolConfig config)
-      : config_(checked(std::move(config))), timers_(this, &start_delayed, config_.thread_name) {
+      : config_(checked(std::move(config))), timers_(config_.thread_name) {
     workers_.reserve(config_.thread_count);
     for (std::size_t i = 0; i < config_.thread_count; ++i) {
       workers_.push_back(std::make_unique<Worker>(*this, i));
@@ -208,12 +208,10 @@ class PoolCore {
     }
     return config;
   }
-  // The timer service's hand-over of a due delayed task (queue's reference).
-  static void start_delayed(PoolCore* pool, TaskBase* task) {
-    const TaskId family = task->family_;  // enqueued, it may run and go
-    pool->enqueue(task);
-    pool->announce(family);
-  }
+  // A task's timer entries: its delayed start, its deadline
+  // (pool_submit.cpp). Each entry holds a reference to the task.
+  static const TimerKind start_timer;
+  static const TimerKind deadline_timer;
   // After work of `family` became visible: wakes an idle worker, and the
   // workers asleep in a wait for that family (their own deques' tasks do not
   // wake them otherwise). notify_one() begins with the seq_cst fence that

@@ -62,7 +62,7 @@ void PoolCore::shutdown() {
   stopping_.store(true, std::memory_order_seq_cst);
   // Delayed tasks not yet due are resolved now, whatever the policy: a
   // shutdown never waits for a timer. Deadlines keep firing until the end.
-  timers_.close_starts();
+  timers_.close();
   if (config_.shutdown_policy == ShutdownPolicy::cancel) cancel_running();
   wait_unfinished();
   // Release: pairs with the workers' acquire load; they leave once idle.

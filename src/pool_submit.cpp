@@ -20,6 +20,45 @@ TaskId next_task_id() noexcept {
   return next_id++;
 }
 
+const TimerKind PoolCore::start_timer{
+    // Due: still queued, it goes to the workers with the queue's reference
+    // (the entry's); dropped while it waited, a tombstone.
+    [](void* target) noexcept {
+      auto* task = static_cast<TaskBase*>(target);
+      if (task->status() != TaskStatus::queued) {
+        task->release_token_ref();
+        return;
+      }
+      PoolCore* const pool = task->pool_;
+      const TaskId family = task->family_;  // enqueued, it may run and go
+      pool->enqueue(task);
+      pool->announce(family);
+    },
+    [](void* target) noexcept { static_cast<TaskBase*>(target)->release_token_ref(); },
+    // Not queued any more: dropped (it cannot have started before due).
+    [](const void* target) noexcept {
+      return static_cast<const TaskBase*>(target)->status() != TaskStatus::queued;
+    },
+    // Shutdown: a queued one is dropped now (cancelled, reason shutdown); a
+    // tombstone has nothing to cancel.
+    [](void* target) noexcept {
+      auto* task = static_cast<TaskBase*>(target);
+      task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+      task->release_token_ref();
+    },
+};
+
+const TimerKind PoolCore::deadline_timer{
+    // Queued: dropped, timed_out. Running: its token fires. Ended: nothing.
+    [](void* target) noexcept {
+      auto* task = static_cast<TaskBase*>(target);
+      task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
+      task->release_token_ref();
+    },
+    [](void* target) noexcept { static_cast<TaskBase*>(target)->release_token_ref(); },
+    [](const void* target) noexcept { return static_cast<const TaskBase*>(target)->ready(); },
+};
+
 bool PoolCore::accept(Counters& counters) noexcept {
   // Seq_cst bump then seq_cst load, against shutdown()'s seq_cst store of
   // stopping_ then seq_cst loads of the counts: either we see stopping_ and
@@ -99,9 +138,12 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     task->release_token_ref();  // resolved already: the queue's reference goes unused
     return true;
   }
-  if (timed) timers_.add_deadline(task, task->deadline_);
+  if (timed) {
+    task->add_token_ref();  // the entry's
+    timers_.add(deadline_timer, task, task->deadline_);
+  }
   if (delayed && *placement.start > now) {
-    if (!timers_.add_start(task, *placement.start)) {
+    if (!timers_.add(start_timer, task, *placement.start)) {
       // A shutdown began after we were accepted: resolved as the delayed
       // tasks it found were (cancelled, reason shutdown).
       task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));

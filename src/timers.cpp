@@ -4,17 +4,13 @@
 
 #include <algorithm>
 
-#include "quell/periodic_task.hpp"
-
 namespace quell::detail {
 namespace {
 // Below this many entries a sweep is not worth its pass.
 constexpr std::size_t kSweepFloor = 64;
 }  // namespace
 
-TimerService::TimerService(PoolCore* pool, void (*start_task)(PoolCore*, TaskBase*),
-                           const std::string& name)
-    : pool_(pool), start_task_(start_task) {
+TimerService::TimerService(const std::string& name) {
   thread_ = std::thread([this] { run(); });
   // Linux limits a thread name to 15 characters.
   pthread_setname_np(thread_.native_handle(), (name + "-timer").substr(0, 15).c_str());
@@ -22,35 +18,15 @@ TimerService::TimerService(PoolCore* pool, void (*start_task)(PoolCore*, TaskBas
 
 TimerService::~TimerService() { stop(); }
 
-bool TimerService::add_start(TaskBase* task, Clock::time_point due) {
+bool TimerService::add(const TimerKind& kind, void* target, Clock::time_point due) {
   std::vector<Entry> released;
   {
     std::unique_lock lock(mutex_);
-    if (starts_closed_) return false;
-    push(lock, Entry{due, task, Kind::start}, released);
+    if (closed_ && kind.close != nullptr) return false;
+    push(lock, Entry{due, target, &kind}, released);
   }
-  for (const Entry& entry : released) release(entry);
+  for (const Entry& entry : released) entry.kind->release(entry.target);
   return true;
-}
-
-void TimerService::add_deadline(TaskBase* task, Clock::time_point due) {
-  task->add_token_ref();
-  std::vector<Entry> released;
-  {
-    std::unique_lock lock(mutex_);
-    push(lock, Entry{due, task, Kind::deadline}, released);
-  }
-  for (const Entry& entry : released) release(entry);
-}
-
-void TimerService::add_periodic(PeriodicCore* periodic, Clock::time_point due) {
-  periodic->add_ref();
-  std::vector<Entry> released;
-  {
-    std::unique_lock lock(mutex_);
-    push(lock, Entry{due, periodic, Kind::periodic}, released);
-  }
-  for (const Entry& entry : released) release(entry);
 }
 
 void TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
@@ -74,33 +50,12 @@ void TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
 
 void TimerService::sweep(std::vector<Entry>& released) {
   const auto live_end = std::partition(heap_.begin(), heap_.end(),
-                                       [](const Entry& entry) { return !dead(entry); });
+                                       [](const Entry& entry) { return !entry.kind->dead(entry.target); });
   released.insert(released.end(), live_end, heap_.end());
   heap_.erase(live_end, heap_.end());
   std::make_heap(heap_.begin(), heap_.end(), Later{});
   // Relaxed: a hint; deaths counted after this store are swept next time.
   dead_hint_.store(0, std::memory_order_relaxed);
-}
-
-bool TimerService::dead(const Entry& entry) noexcept {
-  switch (entry.kind) {
-    case Kind::start:
-      // Not queued any more: dropped (it cannot have started before due).
-      return static_cast<TaskBase*>(entry.target)->status() != TaskStatus::queued;
-    case Kind::deadline:
-      return static_cast<TaskBase*>(entry.target)->ready();
-    case Kind::periodic:
-      return static_cast<PeriodicCore*>(entry.target)->stopped();
-  }
-  return false;
-}
-
-void TimerService::release(const Entry& entry) noexcept {
-  if (entry.kind == Kind::periodic) {
-    static_cast<PeriodicCore*>(entry.target)->release();
-  } else {
-    static_cast<TaskBase*>(entry.target)->release_token_ref();
-  }
 }
 
 void TimerService::run() noexcept {
@@ -126,54 +81,25 @@ void TimerService::run() noexcept {
       heap_.pop_back();
     }
     lock.unlock();  // M3
-    for (const Entry& entry : due) fire(entry);
+    for (const Entry& entry : due) entry.kind->fire(entry.target);
     due.clear();
     lock.lock();
   }
 }
 
-void TimerService::fire(const Entry& entry) noexcept {
-  switch (entry.kind) {
-    case Kind::start: {
-      auto* task = static_cast<TaskBase*>(entry.target);
-      if (task->status() == TaskStatus::queued) {
-        start_task_(pool_, task);  // takes the queue's reference
-        return;
-      }
-      break;  // dropped while it waited: a tombstone
-    }
-    case Kind::deadline: {
-      auto* task = static_cast<TaskBase*>(entry.target);
-      // Queued: dropped, timed_out. Running: its token fires. Ended: nothing.
-      task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
-      break;
-    }
-    case Kind::periodic:
-      static_cast<PeriodicCore*>(entry.target)->fire();
-      break;
-  }
-  release(entry);
-}
-
-void TimerService::close_starts() {
-  std::vector<Entry> starts;
+void TimerService::close() {
+  std::vector<Entry> closing;
   {
     std::lock_guard lock(mutex_);
-    starts_closed_ = true;
+    closed_ = true;
     const auto rest = std::partition(heap_.begin(), heap_.end(), [](const Entry& entry) {
-      return entry.kind != Kind::start;
+      return entry.kind->close == nullptr;
     });
-    starts.assign(rest, heap_.end());
+    closing.assign(rest, heap_.end());
     heap_.erase(rest, heap_.end());
     std::make_heap(heap_.begin(), heap_.end(), Later{});
   }
-  for (const Entry& entry : starts) {
-    // A queued one is dropped now (cancelled, reason shutdown); a tombstone
-    // has nothing to cancel.
-    static_cast<TaskBase*>(entry.target)
-        ->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
-    release(entry);
-  }
+  for (const Entry& entry : closing) entry.kind->close(entry.target);
 }
 
 void TimerService::stop() {
@@ -189,7 +115,7 @@ void TimerService::stop() {
     std::lock_guard lock(mutex_);
     left.swap(heap_);
   }
-  for (const Entry& entry : left) release(entry);
+  for (const Entry& entry : left) entry.kind->release(entry.target);
 }
 
 }  // namespace quell::detail

@@ -36,6 +36,8 @@
 namespace quell {
 namespace detail {
 
+struct TimerKind;
+
 // The schedule, shared by the PeriodicTask, its timer entry and its tick in
 // flight; freed with the last reference.
 class PeriodicCore {
@@ -74,6 +76,7 @@ class PeriodicCore {
 
  private:
   struct Tick;
+  static const TimerKind timer;
   void run_tick(const CancellationToken& token) noexcept;
   void schedule(std::uint64_t slot) noexcept;
   // Schedules the first slot still ahead, counting those passed over (and
