@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "periodic_core.hpp"
 #include "timers.hpp"
 
 namespace quell::detail {
@@ -53,10 +54,12 @@ const TimerKind PeriodicCore::timer{
     [](const void* target) noexcept { return static_cast<const PeriodicCore*>(target)->stopped(); },
 };
 
-PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskOptions& options)
+PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval,
+                           std::unique_ptr<PeriodicBody> body, const TaskOptions& options)
     : pool_(pool),
       interval_(interval),
       origin_(Clock::now()),
+      body_(std::move(body)),
       source_(CancellationSource::linked({options.cancellation()})),
       options_(options),
       family_(pool_family_here(pool)) {
@@ -111,7 +114,7 @@ void PeriodicCore::run_tick(const CancellationToken& token) noexcept {
   ticks_.fetch_add(1, std::memory_order_relaxed);
   const PeriodicCore* const outer = std::exchange(running_tick_of, this);
   try {
-    invoke(token);
+    body_->invoke(token);
   } catch (const OperationCancelled&) {
     // Cooperative cancellation, not a failure.
   } catch (...) {
@@ -143,3 +146,33 @@ void PeriodicCore::join() {
 }
 
 }  // namespace quell::detail
+
+namespace quell {
+
+PeriodicTask::PeriodicTask(detail::PoolCore* pool, std::chrono::steady_clock::duration interval,
+                           std::unique_ptr<detail::PeriodicBody> body, const TaskOptions& options)
+    : core_(new detail::PeriodicCore(pool, interval, std::move(body), options)) {
+  try {
+    core_->start();
+  } catch (...) {
+    core_->discard();
+    core_->release();
+    throw;
+  }
+}
+
+PeriodicTask::~PeriodicTask() {
+  core_->stop();
+  core_->join();
+  core_->discard();
+  core_->release();
+}
+
+void PeriodicTask::stop() noexcept { core_->stop(); }
+void PeriodicTask::join() { core_->join(); }
+bool PeriodicTask::running() const noexcept { return !core_->stopped(); }
+std::uint64_t PeriodicTask::ticks() const noexcept { return core_->ticks(); }
+std::uint64_t PeriodicTask::skipped_ticks() const noexcept { return core_->skipped(); }
+std::uint64_t PeriodicTask::failed_ticks() const noexcept { return core_->failed(); }
+
+}  // namespace quell

@@ -21,97 +21,33 @@
 // Thread safety: thread-safe; join() from the tick itself throws
 // std::logic_error. The pool must outlive the periodic task.
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
 #include "quell/cancellation.hpp"
-#include "quell/detail/submission.hpp"
-#include "quell/detail/wait_count.hpp"
 #include "quell/task_options.hpp"
 #include "quell/thread_pool.hpp"
 
 namespace quell {
 namespace detail {
 
-struct TimerKind;
+class PeriodicCore;  // the schedule: src/periodic_core.hpp
 
-// The schedule, shared by the PeriodicTask, its timer entry and its tick in
-// flight; freed with the last reference.
-class PeriodicCore {
+// A periodic task's callable, behind one virtual call per tick.
+class PeriodicBody {
  public:
-  using Clock = std::chrono::steady_clock;
-
-  PeriodicCore(PoolCore* pool, Clock::duration interval, const TaskOptions& options);
-  PeriodicCore(const PeriodicCore&) = delete;
-  PeriodicCore& operator=(const PeriodicCore&) = delete;
-
-  void start();  // schedules the first tick, one interval from construction
-  void stop() noexcept;
-  void join();
-  bool stopped() const noexcept;
-  void fire() noexcept;  // the timer thread: the slot is due, post a tick
-
-  std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
-  std::uint64_t skipped() const noexcept { return skipped_.load(std::memory_order_relaxed); }
-  std::uint64_t failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
-
-  void add_ref() noexcept {
-    // Relaxed: made from an existing reference.
-    refs_.fetch_add(1, std::memory_order_relaxed);
-  }
-  void release() noexcept {
-    // Acq_rel: every user's accesses happen-before the deletion.
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-
-  // Destroys the callable: no tick runs after stop() and join().
-  virtual void discard() noexcept = 0;
-
- protected:
-  virtual ~PeriodicCore() = default;
+  virtual ~PeriodicBody() = default;
   virtual void invoke(const CancellationToken& token) = 0;
-
- private:
-  struct Tick;
-  static const TimerKind timer;
-  void run_tick(const CancellationToken& token) noexcept;
-  void schedule(std::uint64_t slot) noexcept;
-  // Schedules the first slot still ahead, counting those passed over (and
-  // the current one, if `missed`: its tick never ran) as skipped.
-  void schedule_next(bool missed) noexcept;
-
-  PoolCore* const pool_;
-  const Clock::duration interval_;
-  const Clock::time_point origin_;
-  CancellationSource source_;  // linked to the options' token
-  TaskOptions options_;        // each tick's: the user's, with source_'s token
-  const TaskId family_;        // every tick's (F1)
-  std::uint64_t slot_ = 0;     // the tick chain's only: slot of the last scheduled tick
-  std::atomic<std::uint64_t> ticks_{0};  // relaxed counters: statistics
-  std::atomic<std::uint64_t> skipped_{0};
-  std::atomic<std::uint64_t> failed_{0};
-  WaitCount in_flight_;               // ticks posted and not yet ended (0 or 1)
-  std::atomic<std::uint32_t> refs_{1};
 };
 
 template <class F>
-class PeriodicFn final : public PeriodicCore {
+class PeriodicFn final : public PeriodicBody {
  public:
   template <class G>
-  PeriodicFn(PoolCore* pool, Clock::duration interval, G&& fn, const TaskOptions& options)
-      : PeriodicCore(pool, interval, options) {
-    new (&fn_) F(std::forward<G>(fn));
-  }
-
-  void discard() noexcept override {
-    if (std::exchange(alive_, false)) fn_.~F();
-  }
-
- private:
-  ~PeriodicFn() override { discard(); }
+  explicit PeriodicFn(G&& fn) : fn_(std::forward<G>(fn)) {}
 
   void invoke(const CancellationToken& token) override {
     if constexpr (std::is_invocable_v<F&, CancellationToken>) {
@@ -121,10 +57,8 @@ class PeriodicFn final : public PeriodicCore {
     }
   }
 
-  bool alive_ = true;  // the owner's; no tick runs once it is false
-  union {
-    F fn_;
-  };
+ private:
+  F fn_;
 };
 
 }  // namespace detail
@@ -136,42 +70,35 @@ class PeriodicTask {
   template <class F>
   PeriodicTask(ThreadPool& pool, std::chrono::steady_clock::duration interval, F&& f,
                const TaskOptions& options = {})
-      : core_(new detail::PeriodicFn<std::decay_t<F>>(detail::PoolAccess::core(pool), interval,
-                                                     std::forward<F>(f), options)) {
+      : PeriodicTask(detail::PoolAccess::core(pool), interval,
+                     std::make_unique<detail::PeriodicFn<std::decay_t<F>>>(std::forward<F>(f)),
+                     options) {
     static_assert(std::is_invocable_v<std::decay_t<F>&, CancellationToken> ||
                       std::is_invocable_v<std::decay_t<F>&>,
                   "a periodic task is invocable as f() or f(CancellationToken)");
-    try {
-      core_->start();
-    } catch (...) {
-      core_->discard();
-      core_->release();
-      throw;
-    }
   }
 
   PeriodicTask(const PeriodicTask&) = delete;
   PeriodicTask& operator=(const PeriodicTask&) = delete;
 
-  ~PeriodicTask() {
-    core_->stop();
-    core_->join();
-    core_->discard();
-    core_->release();
-  }
+  // stop(), join(), and the callable destroyed.
+  ~PeriodicTask();
 
   // No more ticks; the running tick's token is cancelled. Does not wait.
-  void stop() noexcept { core_->stop(); }
+  void stop() noexcept;
   // Waits for the tick in flight, if any.
-  void join() { core_->join(); }
+  void join();
   // False once stopped (by stop(), the options' token, or the pool's shutdown).
-  bool running() const noexcept { return !core_->stopped(); }
+  bool running() const noexcept;
 
-  std::uint64_t ticks() const noexcept { return core_->ticks(); }  // bodies started
-  std::uint64_t skipped_ticks() const noexcept { return core_->skipped(); }
-  std::uint64_t failed_ticks() const noexcept { return core_->failed(); }
+  std::uint64_t ticks() const noexcept;          // bodies started
+  std::uint64_t skipped_ticks() const noexcept;
+  std::uint64_t failed_ticks() const noexcept;
 
  private:
+  PeriodicTask(detail::PoolCore* pool, std::chrono::steady_clock::duration interval,
+               std::unique_ptr<detail::PeriodicBody> body, const TaskOptions& options);
+
   detail::PeriodicCore* core_;
 };
 

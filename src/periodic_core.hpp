@@ -1,0 +1,80 @@
+#pragma once
+
+// A PeriodicTask's schedule, shared by the PeriodicTask, its timer entry and
+// its tick in flight; freed with the last reference. periodic_task.hpp
+// describes the behaviour; periodic_task.cpp implements it.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/submission.hpp"
+#include "quell/detail/wait_count.hpp"
+#include "quell/periodic_task.hpp"
+#include "quell/task_options.hpp"
+
+namespace quell::detail {
+
+struct TimerKind;
+
+class PeriodicCore {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  PeriodicCore(PoolCore* pool, Clock::duration interval, std::unique_ptr<PeriodicBody> body,
+               const TaskOptions& options);
+  PeriodicCore(const PeriodicCore&) = delete;
+  PeriodicCore& operator=(const PeriodicCore&) = delete;
+
+  void start();  // schedules the first tick, one interval from construction
+  void stop() noexcept;
+  void join();
+  bool stopped() const noexcept;
+  void fire() noexcept;  // the timer thread: the slot is due, post a tick
+
+  std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
+  std::uint64_t skipped() const noexcept { return skipped_.load(std::memory_order_relaxed); }
+  std::uint64_t failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
+
+  void add_ref() noexcept {
+    // Relaxed: made from an existing reference.
+    refs_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void release() noexcept {
+    // Acq_rel: every user's accesses happen-before the deletion.
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // The owner, after stop() and join(): destroys the callable, so no tick
+  // runs any more and its captures go now, not with the last reference.
+  void discard() noexcept { body_.reset(); }
+
+ private:
+  ~PeriodicCore() = default;
+
+  struct Tick;
+  static const TimerKind timer;
+  void run_tick(const CancellationToken& token) noexcept;
+  void schedule(std::uint64_t slot) noexcept;
+  // Schedules the first slot still ahead, counting those passed over (and
+  // the current one, if `missed`: its tick never ran) as skipped.
+  void schedule_next(bool missed) noexcept;
+
+  PoolCore* const pool_;
+  const Clock::duration interval_;
+  const Clock::time_point origin_;
+  std::unique_ptr<PeriodicBody> body_;  // the owner's until discard()
+  CancellationSource source_;  // linked to the options' token
+  TaskOptions options_;        // each tick's: the user's, with source_'s token
+  const TaskId family_;        // every tick's (F1)
+  std::uint64_t slot_ = 0;     // the tick chain's only: slot of the last scheduled tick
+  std::atomic<std::uint64_t> ticks_{0};  // relaxed counters: statistics
+  std::atomic<std::uint64_t> skipped_{0};
+  std::atomic<std::uint64_t> failed_{0};
+  WaitCount in_flight_;  // ticks posted and not yet ended (0 or 1)
+  std::atomic<std::uint32_t> refs_{1};
+};
+
+}  // namespace quell::detail
