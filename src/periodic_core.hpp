@@ -14,10 +14,10 @@
 #include "quell/detail/wait_count.hpp"
 #include "quell/periodic_task.hpp"
 #include "quell/task_options.hpp"
+#include "short_lock.hpp"
+#include "timers.hpp"
 
 namespace quell::detail {
-
-struct TimerKind;
 
 class PeriodicCore {
  public:
@@ -35,7 +35,9 @@ class PeriodicCore {
   void fire() noexcept;  // the timer thread: the slot is due, post a tick
 
   std::uint64_t ticks() const noexcept { return ticks_.load(std::memory_order_relaxed); }
-  std::uint64_t skipped() const noexcept { return skipped_.load(std::memory_order_relaxed); }
+  // The slots skipped so far, counting those that passed while the tick in
+  // flight waits or runs (§12: a monitor sees an overrun climb).
+  std::uint64_t skipped() const noexcept;
   std::uint64_t failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
 
   void add_ref() noexcept {
@@ -61,6 +63,7 @@ class PeriodicCore {
   // Schedules the first slot still ahead, counting those passed over (and
   // the current one, if `missed`: its tick never ran) as skipped.
   void schedule_next(bool missed) noexcept;
+  std::uint64_t slots_passed() const noexcept;  // whole intervals since the origin
 
   PoolCore* const pool_;
   const Clock::duration interval_;
@@ -69,11 +72,18 @@ class PeriodicCore {
   CancellationSource source_;  // linked to the options' token
   TaskOptions options_;        // each tick's: the user's, with source_'s token
   const TaskId family_;        // every tick's (F1)
-  std::uint64_t slot_ = 0;     // the tick chain's only: slot of the last scheduled tick
+  // slot_ (of the last scheduled tick) and skipped_ (committed when a tick
+  // ends) change together, by the tick chain, under slots_lock_, so that
+  // skipped() reads a consistent pair.
+  mutable ShortLock slots_lock_;
+  std::uint64_t slot_ = 0;
+  std::uint64_t skipped_ = 0;
   std::atomic<std::uint64_t> ticks_{0};  // relaxed counters: statistics
-  std::atomic<std::uint64_t> skipped_{0};
   std::atomic<std::uint64_t> failed_{0};
   WaitCount in_flight_;  // ticks posted and not yet ended (0 or 1)
+  // The next slot's timer entry, armed by the tick chain only, once the
+  // last one fired: scheduling allocates nothing and cannot fail (§12).
+  TimerEntry entry_;
   std::atomic<std::uint32_t> refs_{1};
 };
 

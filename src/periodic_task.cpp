@@ -1,5 +1,7 @@
 #include "quell/periodic_task.hpp"
 
+#include <algorithm>
+#include <mutex>
 #include <stdexcept>
 
 #include "periodic_core.hpp"
@@ -45,13 +47,15 @@ struct PeriodicCore::Tick {
 // schedule stopped, a tombstone. It keeps firing until the pool's service
 // stops: a periodic task sees its pool closed.
 const TimerKind PeriodicCore::timer{
-    [](void* target) noexcept {
-      auto* core = static_cast<PeriodicCore*>(target);
+    [](TimerEntry* entry) noexcept {
+      auto* core = static_cast<PeriodicCore*>(entry->target);
       core->fire();
       core->release();
     },
-    [](void* target) noexcept { static_cast<PeriodicCore*>(target)->release(); },
-    [](const void* target) noexcept { return static_cast<const PeriodicCore*>(target)->stopped(); },
+    [](TimerEntry* entry) noexcept { static_cast<PeriodicCore*>(entry->target)->release(); },
+    [](const TimerEntry* entry) noexcept {
+      return static_cast<const PeriodicCore*>(entry->target)->stopped();
+    },
 };
 
 PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval,
@@ -67,15 +71,23 @@ PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval,
     throw std::invalid_argument("quell::PeriodicTask: the interval must be positive");
   }
   options_.set_cancellation(source_.token());
+  entry_.kind = &timer;
+  entry_.target = this;
 }
 
-void PeriodicCore::start() { schedule(1); }
+void PeriodicCore::start() {
+  {
+    std::lock_guard lock(slots_lock_);
+    slot_ = 1;
+  }
+  schedule(1);
+}
 
 void PeriodicCore::schedule(std::uint64_t slot) noexcept {
-  slot_ = slot;
   const Clock::time_point due = origin_ + interval_ * static_cast<Clock::rep>(slot);
   add_ref();  // the timer entry's
-  pool_timers(pool_).add(timer, this, due);
+  entry_.due = due;
+  pool_timers(pool_).add(&entry_);  // never refused: the kind has no close action
 }
 
 bool PeriodicCore::stopped() const noexcept {
@@ -129,11 +141,29 @@ void PeriodicCore::schedule_next(bool missed) noexcept {
   // The first slot still ahead; those passed while this tick ran (or while
   // it waited to start) are skipped, and so is this tick's own if it never
   // ran.
-  const auto elapsed = Clock::now() - origin_;
-  const auto passed = static_cast<std::uint64_t>(elapsed / interval_);
-  const std::uint64_t next = std::max(slot_ + 1, passed + 1);
-  skipped_.fetch_add(next - (slot_ + 1) + (missed ? 1 : 0), std::memory_order_relaxed);
+  const std::uint64_t passed = slots_passed();
+  std::uint64_t next = 0;
+  {
+    std::lock_guard lock(slots_lock_);
+    next = std::max(slot_ + 1, passed + 1);
+    skipped_ += next - (slot_ + 1) + (missed ? 1 : 0);
+    slot_ = next;
+  }
   schedule(next);
+}
+
+std::uint64_t PeriodicCore::slots_passed() const noexcept {
+  return static_cast<std::uint64_t>((Clock::now() - origin_) / interval_);
+}
+
+std::uint64_t PeriodicCore::skipped() const noexcept {
+  const std::uint64_t passed = slots_passed();
+  std::lock_guard lock(slots_lock_);
+  // Slots after the scheduled one that passed before its tick ended; once
+  // the tick ends they are committed to skipped_ and slot_ moves past them,
+  // so the sum never goes down.
+  const std::uint64_t live = slot_ != 0 && passed > slot_ && !stopped() ? passed - slot_ : 0;
+  return skipped_ + live;
 }
 
 void PeriodicCore::join() {

@@ -131,18 +131,9 @@ inline Worker* helper_in(const PoolCore* pool) noexcept {
 
 class PoolCore {
  public:
-  explicit PoolCore(ThreadPoolConfig config)
-      : config_(checked(std::move(config))), timers_(config_.thread_name) {
-    workers_.reserve(config_.thread_count);
-    for (std::size_t i = 0; i < config_.thread_count; ++i) {
-      workers_.push_back(std::make_unique<Worker>(*this, i));
-      workers_.back()->counters.shared = false;  // before its thread starts
-    }
-    for (auto& worker : workers_) {
-      worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
-      name_thread(*worker);
-    }
-  }
+  // Throws std::system_error if a thread cannot be started, after joining
+  // those that were (§12).
+  explicit PoolCore(ThreadPoolConfig config);
 
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
@@ -255,6 +246,9 @@ class PoolCore {
   }
   std::uint64_t unfinished() const noexcept;
   void reject(TaskBase* task, Counters& counters) noexcept;
+  // Destroys a task never accepted, with its callable (a submission that
+  // could not get what it needs).
+  static void discard(TaskBase* task) noexcept;
   void enqueue(TaskBase* task);
   // Links the task to its options' token and to its second origin, if any
   // (a set's token); a link that fires meanwhile leaves it dropped.
@@ -267,10 +261,15 @@ class PoolCore {
   bool work_visible() const noexcept;
   TaskBase* steal(Worker& worker) noexcept;
   void run_worker(Worker& worker) noexcept;
-  void cancel_running() noexcept;
   void wait_unfinished() noexcept;
   void discard_leftovers() noexcept;
   void name_thread(Worker& worker) noexcept;
+  // Tells the started workers to leave once idle, and joins them.
+  void join_workers() noexcept;
+  // A `cancel` shutdown: cancels the running tasks' tokens; resolves the
+  // queued tasks on the calling thread.
+  void cancel_running() noexcept;
+  void drop_queued() noexcept;
 
   const ThreadPoolConfig config_;
   TimerService timers_;

@@ -1,27 +1,58 @@
 #include "pool_core.hpp"
 
+#include <array>
+
 namespace quell::detail {
 
 void PoolCore::cancel_running() noexcept {
-  // Seq_cst: see execute(). From here on, a task that starts is dropped.
+  // Seq_cst: see run_in_frame(). From here on, a task that starts is dropped.
   cancelling_.store(true, std::memory_order_seq_cst);
-  // Collect the running tasks (each with a reference of our own) while
+  // Collect running tasks (each with a reference of our own) while
   // scanning_ keeps their frames alive, then cancel them outside the scan:
-  // their callbacks are user code and may wait for a worker.
-  std::vector<TaskBase*> running;
-  scanning_.store(true, std::memory_order_seq_cst);
-  for (const auto& worker : workers_) {
-    for (Frame* frame = worker->current.load(std::memory_order_seq_cst); frame != nullptr;
-         frame = frame->outer) {
-      if (frame->task->try_add_ref()) running.push_back(frame->task);
+  // their callbacks are user code and may wait for a worker. In batches on
+  // the stack, so a shutdown allocates nothing; a task found cancelled
+  // already is skipped, so each scan cancels new ones until none is left
+  // (a task that starts from now on cancels itself).
+  constexpr std::size_t kBatch = 16;
+  for (;;) {
+    std::array<TaskBase*, kBatch> running{};
+    std::size_t found = 0;
+    scanning_.store(true, std::memory_order_seq_cst);
+    for (const auto& worker : workers_) {
+      for (Frame* frame = worker->current.load(std::memory_order_seq_cst);
+           frame != nullptr && found < kBatch; frame = frame->outer) {
+        if (!frame->task->cancelled() && frame->task->try_add_ref()) running[found++] = frame->task;
+      }
     }
+    // Release: pairs with run_in_frame()'s acquire wait.
+    scanning_.store(false, std::memory_order_release);
+    scanning_.notify_all();
+    for (std::size_t i = 0; i < found; ++i) {
+      running[i]->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
+      running[i]->release_token_ref();
+    }
+    if (found < kBatch) return;
   }
-  // Release: pairs with execute()'s acquire wait.
-  scanning_.store(false, std::memory_order_release);
-  scanning_.notify_all();
-  for (TaskBase* task : running) {
+}
+
+void PoolCore::drop_queued() noexcept {
+  // Taken as a worker takes a task, with the queue's reference (T4): a
+  // queued one is dropped by its hook here and now (T1), a tombstone only
+  // loses the reference. Tasks a busy worker pushed onto its own deque are
+  // stolen from it. A task enqueued after this pass (accepted before the
+  // shutdown began) is dropped by the worker that takes it (cancelling_).
+  auto take = [](TaskBase* task) {
     task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
     task->release_token_ref();
+  };
+  unsigned since_lower = 0;
+  while (TaskBase* task = injection_.pop(since_lower)) take(task);
+  for (auto& worker : workers_) {
+    for (;;) {
+      auto [result, task] = worker->deque.steal();
+      if (result == WorkDeque<TaskBase*>::Steal::taken) take(task);
+      if (result == WorkDeque<TaskBase*>::Steal::empty) break;
+    }
   }
 }
 
@@ -63,12 +94,12 @@ void PoolCore::shutdown() {
   // Delayed tasks not yet due are resolved now, whatever the policy: a
   // shutdown never waits for a timer. Deadlines keep firing until the end.
   timers_.close();
-  if (config_.shutdown_policy == ShutdownPolicy::cancel) cancel_running();
+  if (config_.shutdown_policy == ShutdownPolicy::cancel) {
+    cancel_running();
+    drop_queued();  // here, not when a worker frees up (§12)
+  }
   wait_unfinished();
-  // Release: pairs with the workers' acquire load; they leave once idle.
-  exiting_.store(true, std::memory_order_release);
-  parking_.notify_all();
-  for (auto& worker : workers_) worker->thread.join();
+  join_workers();
   timers_.stop();
   joined_ = true;
 }

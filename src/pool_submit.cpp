@@ -1,5 +1,7 @@
 #include "pool_core.hpp"
 
+#include <memory>
+
 namespace quell::detail {
 
 namespace {
@@ -20,11 +22,37 @@ TaskId next_task_id() noexcept {
   return next_id++;
 }
 
+namespace {
+
+// A task's timer entry: a small recycled block of its own, allocated before
+// the task is accepted, so that arming the timer cannot fail (M4: freed by
+// the action that takes it).
+TimerEntry* new_timer_entry(const TimerKind& kind, TaskBase* task) {
+  auto* entry = new (task_block_allocate(sizeof(TimerEntry))) TimerEntry;
+  entry->kind = &kind;
+  entry->target = task;
+  return entry;
+}
+
+void free_timer_entry(TimerEntry* entry) noexcept {
+  entry->~TimerEntry();
+  task_block_free(entry, sizeof(TimerEntry));
+}
+
+// Frees the entry; its target, with the entry's reference, is the caller's.
+TaskBase* take_target(TimerEntry* entry) noexcept {
+  auto* task = static_cast<TaskBase*>(entry->target);
+  free_timer_entry(entry);
+  return task;
+}
+
+}  // namespace
+
 const TimerKind PoolCore::start_timer{
     // Due: still queued, it goes to the workers with the queue's reference
     // (the entry's); dropped while it waited, a tombstone.
-    [](void* target) noexcept {
-      auto* task = static_cast<TaskBase*>(target);
+    [](TimerEntry* entry) noexcept {
+      TaskBase* const task = take_target(entry);
       if (task->status() != TaskStatus::queued) {
         task->release_token_ref();
         return;
@@ -34,15 +62,15 @@ const TimerKind PoolCore::start_timer{
       pool->enqueue(task);
       pool->announce(family);
     },
-    [](void* target) noexcept { static_cast<TaskBase*>(target)->release_token_ref(); },
+    [](TimerEntry* entry) noexcept { take_target(entry)->release_token_ref(); },
     // Not queued any more: dropped (it cannot have started before due).
-    [](const void* target) noexcept {
-      return static_cast<const TaskBase*>(target)->status() != TaskStatus::queued;
+    [](const TimerEntry* entry) noexcept {
+      return static_cast<const TaskBase*>(entry->target)->status() != TaskStatus::queued;
     },
     // Shutdown: a queued one is dropped now (cancelled, reason shutdown); a
     // tombstone has nothing to cancel.
-    [](void* target) noexcept {
-      auto* task = static_cast<TaskBase*>(target);
+    [](TimerEntry* entry) noexcept {
+      TaskBase* const task = take_target(entry);
       task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
       task->release_token_ref();
     },
@@ -50,13 +78,15 @@ const TimerKind PoolCore::start_timer{
 
 const TimerKind PoolCore::deadline_timer{
     // Queued: dropped, timed_out. Running: its token fires. Ended: nothing.
-    [](void* target) noexcept {
-      auto* task = static_cast<TaskBase*>(target);
+    [](TimerEntry* entry) noexcept {
+      TaskBase* const task = take_target(entry);
       task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
       task->release_token_ref();
     },
-    [](void* target) noexcept { static_cast<TaskBase*>(target)->release_token_ref(); },
-    [](const void* target) noexcept { return static_cast<const TaskBase*>(target)->ready(); },
+    [](TimerEntry* entry) noexcept { take_target(entry)->release_token_ref(); },
+    [](const TimerEntry* entry) noexcept {
+      return static_cast<const TaskBase*>(entry->target)->ready();
+    },
 };
 
 bool PoolCore::accept(Counters& counters) noexcept {
@@ -105,6 +135,20 @@ void PoolCore::reject(TaskBase* task, Counters& counters) noexcept {
 }
 
 bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placement& placement) {
+  const bool timed = options.timeout() || options.deadline();
+  const bool delayed = placement.start != nullptr;
+  // Everything the submission needs, before anything is counted: a failure
+  // here leaves no trace (§12). The entries' reference to the task is made
+  // only when they are armed.
+  std::unique_ptr<TimerEntry, void (*)(TimerEntry*)> deadline_entry(nullptr, &free_timer_entry);
+  std::unique_ptr<TimerEntry, void (*)(TimerEntry*)> start_entry(nullptr, &free_timer_entry);
+  try {
+    if (timed) deadline_entry.reset(new_timer_entry(deadline_timer, task));
+    if (delayed) start_entry.reset(new_timer_entry(start_timer, task));
+  } catch (...) {
+    discard(task);
+    throw;
+  }
   Counters& counters = counters_here();
   task->pool_ = this;
   task->id_ = next_task_id();
@@ -119,8 +163,6 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     reject(task, counters);
     return false;
   }
-  const bool timed = options.timeout() || options.deadline();
-  const bool delayed = placement.start != nullptr;
   // One clock read, for the deadline and the checks against it below.
   const Clock::time_point now = timed || delayed ? Clock::now() : Clock::time_point{};
   if (timed) task->deadline_ = *options.deadline_from(now);
@@ -140,10 +182,14 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   }
   if (timed) {
     task->add_token_ref();  // the entry's
-    timers_.add(deadline_timer, task, task->deadline_);
+    deadline_entry->due = task->deadline_;
+    timers_.add(deadline_entry.release());  // refused only for kinds with a close action
   }
-  if (delayed && *placement.start > now) {
-    if (!timers_.add(start_timer, task, *placement.start)) {
+  if (task->delayed_) {
+    start_entry->due = *placement.start;
+    if (timers_.add(start_entry.get())) {
+      start_entry.release();
+    } else {
       // A shutdown began after we were accepted: resolved as the delayed
       // tasks it found were (cancelled, reason shutdown).
       task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
@@ -155,6 +201,13 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   enqueue(task);  // from here on the task may be run and freed: do not touch it
   announce(family);
   return true;
+}
+
+void PoolCore::discard(TaskBase* task) noexcept {
+  // Nobody else has seen it: its callable and block go now, with every
+  // reference the caller made for the future or handle.
+  task->ops()->drop(task);
+  task->ops()->destroy(task);
 }
 
 void PoolCore::enqueue(TaskBase* task) {

@@ -1,5 +1,7 @@
 #include <pthread.h>
 
+#include <cstdio>
+
 #include "pool_core.hpp"
 
 namespace quell::detail {
@@ -85,10 +87,41 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   }
 }
 
+PoolCore::PoolCore(ThreadPoolConfig config)
+    : config_(checked(std::move(config))), timers_(config_.thread_name) {
+  try {
+    workers_.reserve(config_.thread_count);
+    for (std::size_t i = 0; i < config_.thread_count; ++i) {
+      workers_.push_back(std::make_unique<Worker>(*this, i));
+      workers_.back()->counters.shared = false;  // before its thread starts
+    }
+    for (auto& worker : workers_) {
+      worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
+      name_thread(*worker);
+    }
+  } catch (...) {
+    // No task was submitted: the workers started are idle, and leave.
+    join_workers();
+    timers_.stop();
+    throw;
+  }
+}
+
+void PoolCore::join_workers() noexcept {
+  // Release: pairs with the workers' acquire load; they leave once idle.
+  exiting_.store(true, std::memory_order_release);
+  parking_.notify_all();
+  for (auto& worker : workers_) {
+    if (worker->thread.joinable()) worker->thread.join();
+  }
+}
+
 void PoolCore::name_thread(Worker& worker) noexcept {
-  // Linux limits a thread name to 15 characters.
-  const std::string name = (config_.thread_name + "-" + std::to_string(worker.index)).substr(0, 15);
-  pthread_setname_np(worker.thread.native_handle(), name.c_str());
+  // Linux limits a thread name to 15 characters; snprintf truncates and
+  // allocates nothing.
+  char name[16];
+  std::snprintf(name, sizeof name, "%s-%zu", config_.thread_name.c_str(), worker.index);
+  pthread_setname_np(worker.thread.native_handle(), name);
 }
 
 }  // namespace quell::detail

@@ -2,108 +2,128 @@
 
 #include <pthread.h>
 
-#include <algorithm>
+#include <utility>
+
+#include "quell/detail/config.hpp"
 
 namespace quell::detail {
 namespace {
 // Below this many entries a sweep is not worth its pass.
 constexpr std::size_t kSweepFloor = 64;
+
 }  // namespace
 
+void TimerService::OutList::push_back(TimerEntry* entry) noexcept {
+  entry->next_out = nullptr;
+  *tail = entry;
+  tail = &entry->next_out;
+}
+
+template <class Action>
+void TimerService::OutList::take_each(Action action) noexcept {
+  // Reads the link first: the action owns the entry and may free it or arm
+  // it again (M4).
+  for (TimerEntry* entry = head; entry != nullptr;) {
+    action(std::exchange(entry, entry->next_out));
+  }
+}
+
 TimerService::TimerService(const std::string& name) {
+  // Linux limits a thread name to 15 characters. Made first: nothing may
+  // throw once the thread runs.
+  const std::string thread_name = (name + "-timer").substr(0, 15);
   thread_ = std::thread([this] { run(); });
-  // Linux limits a thread name to 15 characters.
-  pthread_setname_np(thread_.native_handle(), (name + "-timer").substr(0, 15).c_str());
+  pthread_setname_np(thread_.native_handle(), thread_name.c_str());
 }
 
 TimerService::~TimerService() { stop(); }
 
-bool TimerService::add(const TimerKind& kind, void* target, Clock::time_point due) {
-  std::vector<Entry> released;
+bool TimerService::add(TimerEntry* entry) noexcept {
+  OutList swept;
+  bool earliest = false;
   {
-    std::unique_lock lock(mutex_);
-    if (closed_ && kind.close != nullptr) return false;
-    push(lock, Entry{due, target, &kind}, released);
+    std::lock_guard lock(mutex_);
+    if (closed_ && entry->kind->close != nullptr) return false;
+    if (stopping_) {
+      // The pool has shut down: nothing will fire.
+      swept.push_back(entry);
+    } else {
+      // Relaxed: a hint (see entry_died()).
+      if (set_.size() >= kSweepFloor && dead_hint_.load(std::memory_order_relaxed) > set_.size() / 2) {
+        sweep(swept);
+      }
+      // Wake the thread only when its sleep would end too late now.
+      earliest = set_.empty() || entry->due < set_.begin()->due;
+      set_.insert(*entry);
+    }
   }
-  for (const Entry& entry : released) entry.kind->release(entry.target);
+  if (earliest) wake_.notify_one();
+  swept.take_each([](TimerEntry* e) { e->kind->release(e); });
   return true;
 }
 
-void TimerService::push(std::unique_lock<std::mutex>& lock, Entry entry,
-                        std::vector<Entry>& released) {
-  if (stopping_) {  // the pool has shut down: nothing will fire
-    released.push_back(entry);
-    return;
+void TimerService::sweep(OutList& out) noexcept {
+  for (auto it = set_.begin(); it != set_.end();) {
+    TimerEntry& entry = *it;
+    if (entry.kind->dead(&entry)) {
+      it = set_.erase(it);
+      out.push_back(&entry);
+    } else {
+      ++it;
+    }
   }
-  // Relaxed: a hint (see entry_died()).
-  const std::size_t dead = dead_hint_.load(std::memory_order_relaxed);
-  if (heap_.size() >= kSweepFloor && dead > heap_.size() / 2) {
-    sweep(released);
-  }
-  // Wake the thread only when its sleep would end too late now.
-  const bool earliest = heap_.empty() || entry.due < heap_.front().due;
-  heap_.push_back(entry);
-  std::push_heap(heap_.begin(), heap_.end(), Later{});
-  lock.unlock();
-  if (earliest) wake_.notify_one();
-}
-
-void TimerService::sweep(std::vector<Entry>& released) {
-  const auto live_end = std::partition(heap_.begin(), heap_.end(),
-                                       [](const Entry& entry) { return !entry.kind->dead(entry.target); });
-  released.insert(released.end(), live_end, heap_.end());
-  heap_.erase(live_end, heap_.end());
-  std::make_heap(heap_.begin(), heap_.end(), Later{});
   // Relaxed: a hint; deaths counted after this store are swept next time.
   dead_hint_.store(0, std::memory_order_relaxed);
 }
 
 void TimerService::run() noexcept {
-  std::vector<Entry> due;
   std::unique_lock lock(mutex_);
   for (;;) {
     if (stopping_) return;
-    if (heap_.empty()) {
+    if (set_.empty()) {
       wake_.wait(lock);
       continue;
     }
     const Clock::time_point now = Clock::now();
-    if (heap_.front().due > now) {
-      // A copy: wait_until() reads its time point again after waking, and a
-      // push() while we wait may reallocate the heap under a reference.
-      const Clock::time_point next = heap_.front().due;
+    if (set_.begin()->due > now) {
+      // A copy: wait_until() reads its time point again after waking, and
+      // the entry may leave the set while we wait.
+      const Clock::time_point next = set_.begin()->due;
       wake_.wait_until(lock, next);
       continue;
     }
-    while (!heap_.empty() && heap_.front().due <= now) {
-      std::pop_heap(heap_.begin(), heap_.end(), Later{});
-      due.push_back(heap_.back());
-      heap_.pop_back();
+    OutList due;  // in due order
+    while (!set_.empty() && set_.begin()->due <= now) {
+      TimerEntry& entry = *set_.begin();
+      set_.erase(set_.begin());
+      due.push_back(&entry);
     }
     lock.unlock();  // M3
-    for (const Entry& entry : due) entry.kind->fire(entry.target);
-    due.clear();
+    due.take_each([](TimerEntry* e) { e->kind->fire(e); });
     lock.lock();
   }
 }
 
-void TimerService::close() {
-  std::vector<Entry> closing;
+void TimerService::close() noexcept {
+  OutList closing;
   {
     std::lock_guard lock(mutex_);
     closed_ = true;
-    const auto rest = std::partition(heap_.begin(), heap_.end(), [](const Entry& entry) {
-      return entry.kind->close == nullptr;
-    });
-    closing.assign(rest, heap_.end());
-    heap_.erase(rest, heap_.end());
-    std::make_heap(heap_.begin(), heap_.end(), Later{});
+    for (auto it = set_.begin(); it != set_.end();) {
+      TimerEntry& entry = *it;
+      if (entry.kind->close != nullptr) {
+        it = set_.erase(it);
+        closing.push_back(&entry);
+      } else {
+        ++it;
+      }
+    }
   }
-  for (const Entry& entry : closing) entry.kind->close(entry.target);
+  closing.take_each([](TimerEntry* e) { e->kind->close(e); });
 }
 
-void TimerService::stop() {
-  std::vector<Entry> left;
+void TimerService::stop() noexcept {
+  OutList left;
   {
     std::lock_guard lock(mutex_);
     if (stopping_ && !thread_.joinable()) return;
@@ -113,9 +133,13 @@ void TimerService::stop() {
   if (thread_.joinable()) thread_.join();
   {
     std::lock_guard lock(mutex_);
-    left.swap(heap_);
+    while (!set_.empty()) {
+      TimerEntry& entry = *set_.begin();
+      set_.erase(set_.begin());
+      left.push_back(&entry);
+    }
   }
-  for (const Entry& entry : left) entry.kind->release(entry.target);
+  left.take_each([](TimerEntry* e) { e->kind->release(e); });
 }
 
 }  // namespace quell::detail

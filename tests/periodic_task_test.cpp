@@ -30,6 +30,7 @@ using namespace std::chrono_literals;
 using test::DestructionProbe;
 using test::Gate;
 using test::OpenOnExit;
+using test::spin_until_true;
 using Clock = std::chrono::steady_clock;
 
 // Counts events; waits until a count is reached, under a failure guard.
@@ -261,17 +262,6 @@ TEST(PeriodicTask, ATickThatExitsWithOperationCancelledIsNotAFailure) {
   EXPECT_EQ(task.ticks(), bodies.count());
 }
 
-// Waits, yielding under the failure guard, until `done()` holds.
-template <class Pred>
-bool spin_until_true(Pred done) {
-  const auto limit = Clock::now() + test::kGuard;
-  while (!done()) {
-    if (Clock::now() > limit) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 TEST(PeriodicTask, ATickRejectedByAFullQueueSkipsItsSlotAndTheScheduleGoesOn) {
   ThreadPoolConfig config;
   config.thread_count = 1;
@@ -302,6 +292,32 @@ TEST(PeriodicTask, ATickWhoseTimeoutPassesWhileQueuedSkipsItsSlotAndTheScheduleG
   gate.open();
   ASSERT_TRUE(bodies.wait_at_least(1)) << "the schedule ended when a queued tick timed out";
   EXPECT_GE(task.skipped_ticks(), 1u);
+}
+
+TEST(PeriodicTask, SkippedTicksClimbWhileATickOverruns) {
+  // §12: a monitor watching an overrunning tick sees the slots it misses
+  // counted as they pass, not all at once when it ends.
+  constexpr auto kInterval = 2ms;
+  ThreadPool pool(2);
+  Gate hold;
+  Events bodies;
+  std::atomic<int> n{0};
+  PeriodicTask task(pool, kInterval, [&] {
+    if (n.fetch_add(1) == 0) hold.wait();
+    bodies.bump();
+  });
+  OpenOnExit open(hold);
+  std::uint64_t seen = 0;
+  ASSERT_TRUE(spin_until_true([&] {
+    const std::uint64_t now = task.skipped_ticks();
+    EXPECT_GE(now, seen) << "skipped_ticks() went down while the tick overran";
+    seen = now;
+    return now >= 3;
+  })) << "the overrun's slots were not counted while it ran";
+  EXPECT_EQ(bodies.count(), 0u) << "the first tick ended while held";
+  hold.open();
+  ASSERT_TRUE(bodies.wait_at_least(2));
+  EXPECT_GE(task.skipped_ticks(), seen) << "the count went down when the tick ended";
 }
 
 // ---- stop, join, the destructor -------------------------------------------------------

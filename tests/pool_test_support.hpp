@@ -176,6 +176,17 @@ inline void spin_until(std::chrono::steady_clock::time_point when) {
   while (std::chrono::steady_clock::now() <= when) std::this_thread::yield();
 }
 
+// Waits, yielding under the failure guard, until `done()` holds.
+template <class Pred>
+bool spin_until_true(Pred done) {
+  const auto limit = std::chrono::steady_clock::now() + kGuard;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > limit) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 inline std::string pool_size_name(const ::testing::TestParamInfo<std::size_t>& info) {
   return std::to_string(info.param) + "Workers";
 }

@@ -865,6 +865,65 @@ TEST_P(ThreadPoolP, ACancelShutdownDropsQueuedTasksAndCancelsRunningTokensWithRe
   EXPECT_FALSE(pool.post([] {}));
 }
 
+TEST_P(ThreadPoolP, ACancelShutdownResolvesQueuedTasksAtOnceWhileEveryWorkerIsBusy) {
+  // §12: the queued tasks are resolved on the thread that calls shutdown(),
+  // before it waits for the running ones, even while no worker is free:
+  // those queued behind others from outside, and those a busy task pushed
+  // onto its worker's own deque.
+  constexpr int kQueued = 20;
+  constexpr int kChildren = 5;
+  ThreadPoolConfig config;
+  config.thread_count = workers();
+  config.shutdown_policy = ShutdownPolicy::cancel;
+  ThreadPool pool(config);
+  Gate gate;
+  OpenOnExit open(gate);
+  std::mutex mutex;
+  std::vector<Future<int>> queued;
+  std::vector<std::weak_ptr<int>> captures;
+  auto queue_one = [&](int i) {
+    auto shared = std::make_shared<int>(i);
+    std::lock_guard lock(mutex);
+    captures.push_back(shared);
+    queued.push_back(pool.submit([shared = std::move(shared)] { return *shared; }));
+  };
+  // Each worker runs a task that, once every worker is taken, queues
+  // children on its own deque, then holds the worker without looking at its
+  // token.
+  std::latch all_busy(static_cast<std::ptrdiff_t>(workers()));
+  std::latch all_queued(static_cast<std::ptrdiff_t>(workers()));
+  std::vector<Future<void>> busy;
+  for (std::size_t w = 0; w < workers(); ++w) {
+    busy.push_back(pool.submit([&] {
+      all_busy.arrive_and_wait();
+      for (int c = 0; c < kChildren; ++c) queue_one(c);
+      all_queued.count_down();
+      gate.wait();
+    }));
+  }
+  all_queued.wait();
+  for (int i = 0; i < kQueued; ++i) queue_one(i);
+
+  test::GuardedRun shutdown([&pool] { pool.shutdown(); });
+  ASSERT_TRUE(test::spin_until_true([&] {
+    std::lock_guard lock(mutex);
+    return std::all_of(queued.begin(), queued.end(), [](const auto& f) { return f.ready(); });
+  })) << "queued tasks waited for a worker to free up";
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(queued.size(), kQueued + workers() * kChildren);
+    for (auto& future : queued) {
+      EXPECT_EQ(future.status(), TaskStatus::cancelled);
+      EXPECT_THROW(future.get(), OperationCancelled);
+    }
+    for (const auto& capture : captures) EXPECT_TRUE(capture.expired()) << "a capture outlived the drop";
+  }
+  for (const auto& future : busy) EXPECT_FALSE(future.ready());
+  gate.open();
+  ASSERT_TRUE(shutdown.finished_within(test::kGuard));
+  for (auto& future : busy) EXPECT_EQ(future.status(), TaskStatus::completed);
+}
+
 TEST_P(ThreadPoolP, ADrainShutdownDoesNotCancelRunningTasks) {
   Gate gate;
   std::latch started(1);

@@ -27,7 +27,9 @@ struct Placement {
 
 // Assigns the task to `pool`, then accepts and enqueues it (or hands it to
 // the timer, for a delayed start), or resolves it as rejected. Consumes the
-// queue's reference either way. False if rejected.
+// queue's reference either way. False if rejected. Throws std::bad_alloc
+// before anything is counted, having destroyed the task with every
+// reference the caller made (no future or handle exists yet).
 bool pool_submit(PoolCore* pool, TaskBase* task, const TaskOptions& options,
                  const Placement& placement = {});
 

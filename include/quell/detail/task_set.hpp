@@ -49,11 +49,16 @@ class TaskSet {
     origin.ended = &TaskSet::task_ended;
     pending_.add();
     const Placement placement{state_, &origin.link, nullptr, family_};
-    if (!pool_submit(pool_, task, options, placement)) {
-      pending_.done(pool_);  // a rejected task never reaches the finished hook
-      return false;
+    bool accepted = false;
+    try {
+      accepted = pool_submit(pool_, task, options, placement);
+    } catch (...) {
+      pending_.done(pool_);  // no memory for it: the task is gone, never counted (§12)
+      throw;
     }
-    return true;
+    // A rejected task never reaches the finished hook.
+    if (!accepted) pending_.done(pool_);
+    return accepted;
   }
 
   static void task_ended(void* set, TaskBase* task, std::uint32_t outcome) noexcept {
