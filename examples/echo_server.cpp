@@ -315,9 +315,10 @@ struct Reply {
 struct Tally {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> taken{0};       // requests read and started
-  std::atomic<std::uint64_t> answered{0};
+  std::atomic<std::uint64_t> answered{0};    // replies made, one per request taken, by outcome
   std::atomic<std::uint64_t> timed_out{0};
   std::atomic<std::uint64_t> cancelled{0};
+  std::atomic<std::uint64_t> undelivered{0};  // replies whose send failed: the client had gone
   std::atomic<std::uint64_t> in_flight_at_cancel{0};  // replied after their scope was cancelled
 
   static std::uint64_t read(const std::atomic<std::uint64_t>& count) {
@@ -531,10 +532,13 @@ Server::Ending Server::serve_requests(Connection& connection, quell::Scope& conn
 bool Server::take_request(Connection& connection, quell::Scope& conn, std::string line) {
   Tally::bump(tally_.taken);
   const Reply reply = run_request(conn, std::move(line));
-  if (!send_all(connection.socket.get(), reply.text)) return false;
   Tally::bump(reply.outcome == Outcome::answered    ? tally_.answered
               : reply.outcome == Outcome::timed_out ? tally_.timed_out
                                                     : tally_.cancelled);
+  if (!send_all(connection.socket.get(), reply.text)) {
+    Tally::bump(tally_.undelivered);
+    return false;
+  }
   const auto id = static_cast<unsigned long long>(connection.id);
   if (conn.cancelled()) {
     Tally::bump(tally_.in_flight_at_cancel);
@@ -878,18 +882,18 @@ void print_summary(const Tally& tally) {
     return static_cast<unsigned long long>(Tally::read(n));
   };
   std::printf("summary: %llu connections accepted, %llu requests: %llu answered, %llu timed out,"
-              " %llu cancelled by the shutdown\n",
+              " %llu cancelled by the shutdown; %llu replies not delivered\n",
               count(tally.accepted), count(tally.taken), count(tally.answered),
-              count(tally.timed_out), count(tally.cancelled));
+              count(tally.timed_out), count(tally.cancelled), count(tally.undelivered));
   std::fflush(stdout);
 }
 
 // The demo's cross-check: what the client saw is what the server counted.
 bool demo_agrees(const DemoClient& client, const Tally& tally) {
-  const std::uint64_t replies_sent =
+  const std::uint64_t replies_made =
       Tally::read(tally.answered) + Tally::read(tally.timed_out) + Tally::read(tally.cancelled);
   const bool ok = client.ok() && client.closed_cleanly() == Tally::read(tally.accepted) &&
-                  Tally::read(tally.taken) == replies_sent &&
+                  Tally::read(tally.taken) == replies_made &&
                   client.replies(Outcome::answered) == Tally::read(tally.answered) &&
                   client.replies(Outcome::timed_out) == Tally::read(tally.timed_out) &&
                   client.replies(Outcome::cancelled) == Tally::read(tally.cancelled);
