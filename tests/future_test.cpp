@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <concepts>
+#include <functional>
 #include <latch>
 #include <memory>
 #include <stdexcept>
@@ -344,6 +345,37 @@ TEST_P(FutureP, WaitUntilOnTheSystemClockReturnsOnceTheTaskCompletesWhileWaiting
   test::GuardedRun opener([&] { gate.open(); });
   EXPECT_TRUE(future.wait_until(std::chrono::system_clock::now() + test::kGuard));
   EXPECT_EQ(future.get(), 8);
+}
+
+// §12: a timeout too large for the clock means "never". Before the waits
+// saturated, each of these overflowed into the past and returned false at
+// once, while the task was still pending.
+TEST_P(FutureP, WaitsWithTimeoutsBeyondTheClocksRangeBlockUntilTheTaskIsReady) {
+  using Hours = std::chrono::time_point<Clock, std::chrono::hours>;
+  const std::vector<std::function<bool(const Future<int>&)>> waits = {
+      [](const Future<int>& f) { return f.wait_for(Clock::duration::max()); },
+      [](const Future<int>& f) { return f.wait_for(std::chrono::hours::max()); },
+      [](const Future<int>& f) { return f.wait_for(std::chrono::duration<double>(1e300)); },
+      [](const Future<int>& f) { return f.wait_until(Clock::time_point::max()); },
+      [](const Future<int>& f) { return f.wait_until(Hours::max()); },
+      [](const Future<int>& f) { return f.wait_until(std::chrono::system_clock::time_point::max()); },
+  };
+  for (std::size_t i = 0; i < waits.size(); ++i) {
+    SCOPED_TRACE(i);
+    Gate gate;
+    ThreadPool pool(GetParam());
+    OpenOnExit open_gate(gate);
+    auto blockers = test::block_workers(pool, gate, GetParam());
+    Future<int> future = pool.submit([] { return 5; });
+    std::latch waiting(1);
+    test::GuardedRun opener([&] {
+      waiting.wait();
+      gate.open();
+    });
+    waiting.count_down();
+    EXPECT_TRUE(waits[i](future));
+    EXPECT_EQ(future.get(), 5);
+  }
 }
 
 TEST_P(FutureP, ConstMembersMayBeCalledFromAnotherThreadWhileTheTaskCompletes) {

@@ -38,6 +38,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/clock.hpp"
 #include "quell/detail/task.hpp"
 #include "quell/error.hpp"
 #include "quell/task_status.hpp"
@@ -80,20 +81,26 @@ class Future {
 
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return detail::task_wait_until(checked(), std::chrono::steady_clock::now() + timeout);
+    return detail::task_wait_until(
+        checked(), detail::saturating_add(std::chrono::steady_clock::now(),
+                                          detail::saturating_duration(timeout)));
   }
 
   template <class Clock, class Duration>
   bool wait_until(std::chrono::time_point<Clock, Duration> deadline) const {
     detail::TaskBase* task = checked();
     if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return detail::task_wait_until(task, deadline);
+      return detail::task_wait_until(
+          task, std::chrono::steady_clock::time_point(
+                    detail::saturating_duration(deadline.time_since_epoch())));
     } else {
       // Another clock: wait in steady time and re-check against `deadline`.
+      // Past deadlines return before the subtraction, which cannot then wrap.
       while (!task->ready()) {
-        const auto left = deadline - Clock::now();
-        if (left <= left.zero()) return false;
-        detail::task_wait_until(task, std::chrono::steady_clock::now() + left);
+        const auto now = Clock::now();
+        if (deadline <= now) return false;
+        detail::task_wait_until(task, detail::saturating_add(std::chrono::steady_clock::now(),
+                                                             detail::saturating_duration(deadline - now)));
       }
       return true;
     }

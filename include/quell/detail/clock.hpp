@@ -23,4 +23,19 @@ inline std::chrono::steady_clock::time_point saturating_add(
   return at + delay;
 }
 
+// `d` in the steady clock's units, clamped to its range: hours::max() or a
+// huge floating-point duration means "never", not an overflow. The bounds
+// are compared in long double, where every std duration fits.
+template <class Rep, class Period>
+constexpr std::chrono::steady_clock::duration saturating_duration(
+    std::chrono::duration<Rep, Period> d) noexcept {
+  using Target = std::chrono::steady_clock::duration;
+  using Wide = std::chrono::duration<long double, Target::period>;
+  const Wide wide = std::chrono::duration_cast<Wide>(d);
+  if (wide != wide) return Target::zero();  // NaN: no time at all
+  if (wide >= Wide(Target::max())) return Target::max();
+  if (wide <= Wide(Target::min())) return Target::min();
+  return std::chrono::duration_cast<Target>(d);
+}
+
 }  // namespace quell::detail
