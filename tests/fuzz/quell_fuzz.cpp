@@ -187,7 +187,17 @@ struct Config {
 struct ScopeRef {
   Scope* scope = nullptr;
   int uid = 0;
-  std::atomic<bool>* closed = nullptr;  // set before close() is called
+  // A close() of the scope: `closing` is set before it is called, `closed`
+  // after it returned.
+  struct Close {
+    std::atomic<bool> closing{false};
+    std::atomic<bool> closed{false};
+    void reset() {
+      closing.store(false);
+      closed.store(false);
+    }
+  };
+  Close* close = nullptr;
 };
 
 // Everything one input shares between its streams.
@@ -205,7 +215,7 @@ struct Ctx {
     group_uid = next_uid++;
   }
 
-  ScopeRef root_ref() { return ScopeRef{&*root, root_uid, &root_closed}; }
+  ScopeRef root_ref() { return ScopeRef{&*root, root_uid, &root_close}; }
 
   bool shutdown_may_cancel(const Rec& rec) const {
     return shutdown_started.load() && (config.cancel_policy || rec.delayed);
@@ -227,7 +237,7 @@ struct Ctx {
   std::optional<ThreadPool> pool;
   std::optional<Scope> root;
   int root_uid = 0;
-  std::atomic<bool> root_closed{false};
+  ScopeRef::Close root_close;
   std::atomic<int> root_failure{0};  // the failure root.wait() rethrew, by rec id
   std::optional<TaskGroup> group;
   int group_uid = 0;
@@ -487,7 +497,7 @@ struct Body {
 // Spawns into a scope and checks spawn()'s answer against the model.
 bool spawn_into(Ctx& ctx, const ScopeRef& target, Body body, const TaskOptions& options) {
   Rec& rec = *body.probe.rec();
-  const bool closed_before = target.closed->load();
+  const bool closed_before = target.close->closed.load();
   const bool cancelled_before = target.scope->cancelled();
   rec.must_reject = ctx.shutdown_done.load();
   const bool ok = target.scope->spawn(std::move(body), options);
@@ -498,7 +508,7 @@ bool spawn_into(Ctx& ctx, const ScopeRef& target, Body body, const TaskOptions& 
   if (closed_before || cancelled_before) CHECK(!rec.reached && !ok);
   if (!rec.reached) {
     CHECK(!ok);
-    CHECK(target.closed->load() || target.scope->cancelled());
+    CHECK(target.close->closing.load() || target.scope->cancelled());
     rec.must_reject = false;
   } else if (!ok) {
     CHECK(rec.maybe_rejected);
@@ -688,7 +698,7 @@ struct Stream {
     std::optional<Scope> scope;
     int uid = 0;
     std::size_t parent = kChildScopes;  // a slot, or kChildScopes for the root
-    std::atomic<bool> closed{false};
+    ScopeRef::Close close;
     int failure = 0;  // the failure wait() rethrew, by rec id
   } children[kChildScopes];
 
@@ -953,7 +963,7 @@ ScopeRef Stream::scope_ref(std::uint8_t a) {
   const std::size_t i = a % 3;
   if (i == 0 || !children[i - 1].scope) return ctx.root_ref();
   ChildScope& child = children[i - 1];
-  return ScopeRef{&*child.scope, child.uid, &child.closed};
+  return ScopeRef{&*child.scope, child.uid, &child.close};
 }
 
 // Every task of the scope or group `uid` is terminal, its callable gone.
@@ -971,7 +981,7 @@ void Stream::destroy_child(std::size_t i) {
   }
   child.scope.reset();  // waits
   check_scope_done(child.uid);
-  child.closed.store(false);
+  child.close.reset();
   child.failure = 0;
 }
 
@@ -1323,8 +1333,9 @@ void Stream::step(const Instr& in) {
 
     case Op::scope_close: {
       const ScopeRef target = scope_ref(a);
-      target.closed->store(true);
+      target.close->closing.store(true);
       target.scope->close();
+      target.close->closed.store(true);
       break;
     }
 
@@ -1389,7 +1400,7 @@ void Stream::step(const Instr& in) {
         child.scope.emplace(*ctx.root);
       }
       child.uid = ctx.next_uid++;
-      child.closed.store(false);
+      child.close.reset();
       // Cancelled with its parent, at once if the parent already is.
       if (parent_cancelled) CHECK(child.scope->cancelled());
       break;
