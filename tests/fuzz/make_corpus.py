@@ -119,6 +119,14 @@ SEEDS = {
     "fork_join_one_worker": header(workers=1) + b"".join(
         op("submit", a=i, b=body(FORK, sleep=i)) for i in range(4)) + op("wait_idle")
         + b"".join(op("future_get", a=i) for i in range(4)),
+    # Fork bodies: bits 3-4 pick a child, a Scope, a TaskGroup or a burst of
+    # posts; bits 5-7 the children's acts.
+    "fork_failures": header(workers=2) + op("submit", a=0, b=body(FORK, sleep=1, timing=FAIL))
+        + op("submit", a=1, b=body(FORK, sleep=2, timing=FAIL | CANCEL << 1))
+        + op("submit", a=2, b=body(FORK, sleep=1, timing=POLL | FAIL << 1), c=opts(token=1, slot=3))
+        + op("source_cancel", a=3) + op("wait_idle"),
+    "fork_burst_then_shutdown": header(workers=2, cancel=True, streams=2)
+        + op("submit", a=0, b=body(FORK, sleep=3), stream=0) + op("shutdown", stream=1),
     "watch_own_token": header() + op("handle", a=0, b=body(WATCH)) + op("handle_cancel", a=0)
         + op("submit", a=0, b=body(WATCH, timing=1), c=opts(timing=1)) + op("wait_idle"),
     "shutdown_drain": header(workers=2, streams=2)

@@ -89,6 +89,7 @@ constexpr std::size_t kChildScopes = 2;
 constexpr std::size_t kShared = 3;
 constexpr std::size_t kMaxLineage = 24;
 constexpr int kSleepBudgetUs = 4000;  // per input, over every sleeping body
+constexpr int kBurst = 300;           // posts from one task, once per input
 
 // Timeouts and deadlines (relative to now); the last is "never".
 constexpr std::chrono::microseconds kTimings[8] = {-1000us, 0us,    50us,   200us,
@@ -231,6 +232,7 @@ struct Ctx {
   Registry recs;  // outlives the pool: bodies and probes point into it
   std::atomic<int> next_uid{1};
   std::atomic<int> sleep_budget_us{kSleepBudgetUs};
+  std::atomic<bool> burst_done{false};
   std::atomic<bool> shutdown_started{false};  // set before shutdown() is called
   std::atomic<bool> shutdown_done{false};     // set after it returned
   CancellationSource shared[kShared];
@@ -398,6 +400,21 @@ TaskStatus ready_status(Fut& fut) {
   return status;
 }
 
+// Before submission: which origin, if any, has already cancelled the task.
+void note_pre_cancel(Rec& rec) {
+  // The options' token is linked first: its reason wins.
+  if (rec.opt_token.cancelled()) {
+    rec.pre_cancelled = true;
+    rec.pre_exact = true;
+    rec.pre_reason = rec.opt_token.reason();
+  } else if (rec.set_token.cancelled()) {
+    rec.pre_cancelled = true;
+    rec.pre_exact = !rec.opt_token.can_cancel();
+    rec.pre_reason = rec.set_token.reason();
+  }
+  if (rec.pre_cancelled) rec.deadline_past = false;  // the token's reason wins
+}
+
 // --- Task bodies ----------------------------------------------------------
 
 struct Body;
@@ -448,13 +465,106 @@ struct Body {
     return rec->id;
   }
 
-  // Fork-join from inside the pool: a child task, waited for here.
+  // Fork-join from inside the pool, waited for here, on a worker: a child
+  // task; a Scope or a TaskGroup of two; or (once per input) a burst of
+  // posts that outgrows the worker's deque. Bits 3-4 pick which, bits 5-7
+  // the children's acts.
   void fork() {
+    const auto child_spec = [this](int k) { return static_cast<std::uint8_t>(spec >> (5 + k)); };
+    switch ((spec >> 3) % 4) {
+      case 0: break;
+      case 1: fork_scope(child_spec(0), child_spec(1)); return;
+      case 2: fork_group(child_spec(0), child_spec(1)); return;
+      default:
+        if (!ctx->burst_done.exchange(true)) {
+          burst();
+          return;
+        }
+        break;
+    }
     Rec& child = ctx->recs.make(Kind::submit);
     child.must_reject = ctx->shutdown_done.load();
-    Future<int> future = ctx->pool->submit(Body(*ctx, child, spec >> 3, {}, depth + 1));
+    Future<int> future = ctx->pool->submit(Body(*ctx, child, child_spec(0), {}, depth + 1));
     child.maybe_rejected = ctx->config.bounded || ctx->shutdown_started.load();
     judge_get(*ctx, child, future);
+  }
+
+  void fork_scope(std::uint8_t first, std::uint8_t second) {
+    ScopeRef::Close close;
+    Scope local(*ctx->pool);
+    const ScopeRef ref{&local, ctx->next_uid++, &close};
+    Rec* children[2];
+    int k = 0;
+    for (const std::uint8_t s : {first, second}) {
+      Rec& child = ctx->recs.make(Kind::spawn);
+      child.owner = ref.uid;
+      child.set_token = local.cancellation_token();
+      note_pre_cancel(child);
+      spawn_into(*ctx, ref, Body(*ctx, child, s, ref, depth + 1), TaskOptions());
+      children[k++] = &child;
+    }
+    int failure = 0;
+    try {
+      local.wait();
+    } catch (const BodyError& e) {
+      failure = e.id;
+    }
+    CHECK(local.size() == 0);
+    bool any_failed = false;
+    for (Rec* child : children) {
+      CHECK(child->destroyed.load() == 1);
+      if (child->runs.load() == 1 && child->outcome == Outcome::failed) any_failed = true;
+    }
+    // Rethrows exactly a failure of its own tasks, which cancelled it.
+    CHECK(any_failed == (failure != 0));
+    if (failure != 0) {
+      CHECK(failure == children[0]->id || failure == children[1]->id);
+      CHECK(local.cancelled());
+      CHECK(local.cancellation_token().reason() == CancelReason::failure);
+    }
+  }
+
+  void fork_group(std::uint8_t first, std::uint8_t second) {
+    TaskGroup local(*ctx->pool);
+    const int uid = ctx->next_uid++;
+    Rec* children[2];
+    Future<int> futures[2];
+    int k = 0;
+    for (const std::uint8_t s : {first, second}) {
+      Rec& child = ctx->recs.make(Kind::group);
+      child.owner = uid;
+      child.set_token = local.cancellation_token();
+      child.must_reject = ctx->shutdown_done.load();
+      futures[k] = local.submit(Body(*ctx, child, s, {}, depth + 1));
+      child.maybe_rejected = ctx->config.bounded || ctx->shutdown_started.load();
+      children[k++] = &child;
+    }
+    int failure = 0;
+    try {
+      local.wait_and_rethrow();
+    } catch (const BodyError& e) {
+      failure = e.id;
+    }
+    CHECK(local.pending() == 0 && local.size() == 2);
+    CHECK(!local.cancelled());  // a failure does not cancel a group
+    bool any_failed = false;
+    for (int i = 0; i < 2; ++i) {
+      CHECK(futures[i].ready());
+      if (children[i]->runs.load() == 1 && children[i]->outcome == Outcome::failed) any_failed = true;
+      judge_get(*ctx, *children[i], futures[i]);
+    }
+    CHECK(any_failed == (failure != 0));
+  }
+
+  // More posts from one worker than its deque holds at first.
+  void burst() {
+    for (int i = 0; i < kBurst; ++i) {
+      Rec& child = ctx->recs.make(Kind::post);
+      child.must_reject = ctx->shutdown_done.load();
+      child.accepted = ctx->pool->post(Body(*ctx, child, 0, {}, depth + 1));
+      child.maybe_rejected = ctx->config.bounded || ctx->shutdown_started.load();
+      if (child.must_reject) CHECK(!child.accepted);
+    }
   }
 
   // A scope's task spawns a sibling into its own scope; another task posts one.
@@ -765,20 +875,6 @@ void Stream::after_submit(Rec& rec) {
   rec.maybe_rejected = ctx.config.bounded || ctx.shutdown_started.load();
 }
 
-// Before submission: which origin, if any, has already cancelled the task.
-void note_pre_cancel(Rec& rec) {
-  // The options' token is linked first: its reason wins.
-  if (rec.opt_token.cancelled()) {
-    rec.pre_cancelled = true;
-    rec.pre_exact = true;
-    rec.pre_reason = rec.opt_token.reason();
-  } else if (rec.set_token.cancelled()) {
-    rec.pre_cancelled = true;
-    rec.pre_exact = !rec.opt_token.can_cancel();
-    rec.pre_reason = rec.set_token.reason();
-  }
-  if (rec.pre_cancelled) rec.deadline_past = false;  // the token's reason wins
-}
 
 // After this thread's request cancelled `state`: no task of this stream that
 // only that request could drop is still queued (§6: dropped at once, on the
