@@ -11,7 +11,7 @@
 # libFuzzer's whole output is left in $QUELL_FUZZ_BUILD/quell_fuzz.log.
 # Environment: QUELL_FUZZ_BUILD (build directory, default build-fuzz),
 # QUELL_FUZZ_ARTIFACTS (default $QUELL_FUZZ_BUILD/artifacts),
-# QUELL_FUZZ_CPP_ARGS (extra compiler flags, e.g. -DQUELL_FUZZ_NO_WAIT_FOR_MAX).
+# QUELL_FUZZ_CPP_ARGS (extra compiler flags).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
