@@ -1,0 +1,824 @@
+// Allocation failure (API.md §12 "Faults"): an operation that allocates
+// either takes full effect or throws std::bad_alloc and has no effect. This
+// binary replaces the global operator new/delete, so it stands alone.
+//
+// For each public operation, and each k from 1 until the operation makes
+// fewer than k allocations, a fresh setup (a pool of two workers, a scope, a
+// source, ...) is built, the k-th allocation from then on is made to fail
+// (on any thread: the caller, the workers, the timer thread), the operation
+// runs, and the allocator is disarmed. Then, with the allocator back to
+// normal: the operation completed or threw std::bad_alloc and nothing else;
+// if it threw, nothing was counted and its callable is gone; wait_idle(),
+// the waits and the destructors return; every callable was destroyed
+// exactly once; every future returned is ready; the statistics add up; and
+// every block allocated during the trial was freed. The allocations an
+// operation makes when nothing fails are its failure points.
+//
+// Each operation is explored in a child process (a death test), so one
+// whose failure terminates the process or leaves a wait hanging fails as
+// that operation, and the others still run. A watchdog in the child ends it
+// when a step does not return within QUELL_ALLOC_FAULT_WATCHDOG seconds (60
+// by default; 2 to confirm a hang the statistics already predict). The
+// child's report comes back to this process, which prints one line per
+// operation, prefixed "alloc_fault:", at the end.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/task_block.hpp"
+#include "quell/thread_pool.hpp"
+
+// ---- the allocator ----------------------------------------------------------
+
+namespace {
+
+// Armed, the allocator counts every allocation on every thread and fails the
+// one whose number is g_fail_at (none if 0). Seq_cst throughout: arming and
+// disarming are rare, and the order of a worker's allocation against them
+// is what the count reports.
+std::atomic<bool> g_armed{false};
+std::atomic<long> g_count{0};     // allocations while armed
+std::atomic<long> g_fail_at{0};   // the allocation to fail; 0: none
+std::atomic<long> g_injected{0};  // failures injected while armed
+std::atomic<long> g_live{0};      // blocks allocated and not yet freed, armed or not
+
+void* allocate(std::size_t size, std::size_t alignment, bool nothrow) {
+  if (g_armed.load()) {
+    if (g_count.fetch_add(1) + 1 == g_fail_at.load()) {
+      g_injected.fetch_add(1);
+      if (nothrow) return nullptr;
+      throw std::bad_alloc();
+    }
+  }
+  if (size == 0) size = 1;
+  void* p = nullptr;
+  if (alignment <= alignof(std::max_align_t)) {
+    p = std::malloc(size);
+  } else {
+    p = std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment);
+  }
+  if (p == nullptr) {
+    if (nothrow) return nullptr;
+    throw std::bad_alloc();
+  }
+  g_live.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after joins and trims
+  return p;
+}
+
+void release(void* p) noexcept {
+  if (p == nullptr) return;
+  g_live.fetch_sub(1, std::memory_order_relaxed);
+  std::free(p);
+}
+
+constexpr std::size_t kPlain = alignof(std::max_align_t);
+
+}  // namespace
+
+void* operator new(std::size_t n) { return allocate(n, kPlain, false); }
+void* operator new[](std::size_t n) { return allocate(n, kPlain, false); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return allocate(n, kPlain, true);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return allocate(n, kPlain, true);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  return allocate(n, static_cast<std::size_t>(a), false);
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return allocate(n, static_cast<std::size_t>(a), false);
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return allocate(n, static_cast<std::size_t>(a), true);
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return allocate(n, static_cast<std::size_t>(a), true);
+}
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+
+namespace quell {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+void arm(long fail_at) {
+  g_fail_at.store(fail_at);
+  g_count.store(0);
+  g_injected.store(0);
+  g_armed.store(true);
+}
+
+void disarm() { g_armed.store(false); }
+
+// Blocks still allocated once this thread's task blocks are back in the heap.
+long live_blocks() {
+  detail::task_blocks_trim();
+  return g_live.load(std::memory_order_relaxed);
+}
+
+// ---- callables that count themselves -----------------------------------------
+
+struct Tally {
+  std::atomic<long> made{0};
+  std::atomic<long> copied{0};
+  std::atomic<long> moved{0};
+  std::atomic<long> destroyed{0};
+  std::atomic<long> destroyed_twice{0};
+  std::atomic<long> invoked{0};
+
+  long live() const { return made + copied + moved - destroyed; }
+  void reset() { made = copied = moved = destroyed = destroyed_twice = invoked = 0; }
+};
+Tally g_tally;
+
+// Captured by every callable the operations take: counts its constructions
+// and destructions, and notices a destructor run twice on one object.
+class Probe {
+ public:
+  Probe() noexcept { g_tally.made.fetch_add(1); }
+  Probe(const Probe&) noexcept { g_tally.copied.fetch_add(1); }
+  Probe(Probe&&) noexcept { g_tally.moved.fetch_add(1); }
+  Probe& operator=(const Probe&) = delete;
+  ~Probe() {
+    // Relaxed: a marker on this object only; an atomic, so the store to an
+    // object at the end of its life is not optimised away.
+    if (state_.exchange(kDead, std::memory_order_relaxed) != kAlive) {
+      g_tally.destroyed_twice.fetch_add(1);
+    }
+    g_tally.destroyed.fetch_add(1);
+  }
+  void hit() const noexcept { g_tally.invoked.fetch_add(1); }
+
+ private:
+  static constexpr std::uint32_t kAlive = 0x600DCAFE;
+  static constexpr std::uint32_t kDead = 0xDEADBEEF;
+  std::atomic<std::uint32_t> state_{kAlive};
+};
+
+auto task_body() {
+  return [probe = Probe{}] {
+    probe.hit();
+    return 7;
+  };
+}
+
+// ---- the child's report, watchdog and terminate handler ----------------------
+
+constexpr int kChecksFailed = 1;
+constexpr int kHung = 3;
+
+// The operation explored and the trial running, for the watchdog and the
+// terminate handler, which may run on any thread.
+const char* g_operation = "";
+std::atomic<long> g_trial_k{-1};  // -1: not armed yet; 0: the counting pass
+
+void print_k(char* out, std::size_t size, long k) {
+  if (k <= 0) {
+    std::snprintf(out, size, "%s", k == 0 ? "none" : "setup");
+  } else {
+    std::snprintf(out, size, "%ld", k);
+  }
+}
+
+[[noreturn]] void on_terminate() {
+  char k[24];
+  print_k(k, sizeof k, g_trial_k.load());
+  std::fprintf(stderr, "alloc_fault: TERMINATE %s k=%s: std::terminate (%s)\n", g_operation, k,
+               g_armed.load() ? "allocator armed" : "allocator disarmed");
+  std::fflush(stderr);
+  // The cause, when it is an exception.
+  try {
+    if (std::exception_ptr e = std::current_exception()) std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "alloc_fault: TERMINATE cause: std::bad_alloc escaped a noexcept function\n");
+  } catch (...) {
+    std::fprintf(stderr,
+                 "alloc_fault: TERMINATE cause: an exception escaped a noexcept function\n");
+  }
+  std::abort();
+}
+
+// Ends the process when a step does not return in time. Its thread is
+// started before any trial, and watch() allocates nothing, so it can be
+// used while the allocator is armed.
+class Watchdog {
+ public:
+  explicit Watchdog(std::chrono::seconds limit) : limit_(limit), thread_([this] { run(); }) {}
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  std::chrono::seconds limit() const { return limit_; }
+
+  // `step` (a literal) must return within `limit`.
+  void watch(const char* step, std::chrono::seconds limit) {
+    {
+      std::lock_guard lock(mutex_);
+      step_ = step;
+      step_limit_ = limit;
+      deadline_ = Clock::now() + limit;
+      ++generation_;
+    }
+    wake_.notify_one();
+  }
+  void watch(const char* step) { watch(step, limit_); }
+  void clear() {
+    std::lock_guard lock(mutex_);
+    step_ = nullptr;
+    ++generation_;
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!quit_) {
+      if (step_ == nullptr) {
+        wake_.wait(lock);
+        continue;
+      }
+      const std::uint64_t generation = generation_;
+      const Clock::time_point deadline = deadline_;
+      if (wake_.wait_until(lock, deadline) == std::cv_status::timeout && !quit_ &&
+          generation == generation_ && step_ != nullptr) {
+        char k[24];
+        print_k(k, sizeof k, g_trial_k.load());
+        std::fprintf(stderr, "alloc_fault: HANG %s k=%s: %s did not return within %lld s\n",
+                     g_operation, k, step_, static_cast<long long>(step_limit_.count()));
+        std::fflush(stderr);
+        std::_Exit(kHung);
+      }
+    }
+  }
+
+  const std::chrono::seconds limit_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  const char* step_ = nullptr;  // guarded by mutex_, as the fields below
+  std::chrono::seconds step_limit_{0};
+  Clock::time_point deadline_;
+  std::uint64_t generation_ = 0;
+  bool quit_ = false;
+  std::thread thread_;
+};
+
+Watchdog* g_watchdog = nullptr;
+
+void watch(const char* step) { g_watchdog->watch(step); }
+
+// A hang the checks already predict is confirmed sooner.
+constexpr std::chrono::seconds kConfirm{2};
+
+std::chrono::seconds watchdog_limit() {
+  if (const char* env = std::getenv("QUELL_ALLOC_FAULT_WATCHDOG")) {
+    const long seconds = std::strtol(env, nullptr, 10);
+    if (seconds > 0) return std::chrono::seconds(seconds);
+  }
+  return std::chrono::seconds(60);
+}
+
+// Failures of one operation's exploration, printed as they are found.
+class Report {
+ public:
+  explicit Report(const char* operation) : operation_(operation) {}
+
+  void set_k(long k) { k_ = k; }
+
+  [[gnu::format(printf, 2, 3)]] void fail(const char* format, ...) {
+    ++failures_;
+    char k[24];
+    print_k(k, sizeof k, k_);
+    std::fprintf(stderr, "alloc_fault: FAIL %s k=%s: ", operation_, k);
+    va_list args;
+    va_start(args, format);
+    std::vfprintf(stderr, format, args);
+    va_end(args);
+    std::fputc('\n', stderr);
+  }
+
+  int failures() const { return failures_; }
+
+ private:
+  const char* operation_;
+  long k_ = -1;
+  int failures_ = 0;
+};
+
+// ---- trials --------------------------------------------------------------------
+
+struct Outcome {
+  bool completed = false;  // the operation returned
+  bool threw_bad_alloc = false;
+  bool threw_other = false;
+  char other[128] = {};  // what() of another exception
+  long allocations = 0;  // made while armed, on every thread
+  long injected = 0;     // failures injected
+};
+
+// One fresh setup and one run of an operation on it. The constructor and
+// prepare() build the setup with the allocator disarmed; run() is the
+// operation, armed; check() runs disarmed and watched, and so does the
+// destructor.
+class Trial {
+ public:
+  virtual ~Trial() = default;
+  virtual void prepare() {}
+  virtual void run() = 0;
+  virtual void check(const Outcome& outcome, Report& report) = 0;
+};
+
+// An operation on a fresh pool, with the pool's checks: a throwing
+// operation counted nothing and left no callable; wait_idle() returns; the
+// statistics add up; each callable ran as often as the outcome says.
+class PoolTrial : public Trial {
+ public:
+  explicit PoolTrial(std::size_t threads = 2) : pool_(std::in_place, threads) {}
+
+  // What the harness records just before arming.
+  void snapshot() {
+    before_ = pool_->stats();
+    live_before_ = g_tally.live();
+    invoked_before_ = g_tally.invoked.load();
+  }
+
+  void check(const Outcome& outcome, Report& report) final {
+    if (outcome.threw_bad_alloc) {
+      const ThreadPoolStats now = pool_->stats();
+      if (now.submitted != before_.submitted) {
+        // A task the pool waits for that nobody holds: the waits below are
+        // expected to hang, and a shorter watch confirms it.
+        if (now.queued + now.running != 0) wait_limit_ = kConfirm;
+        report.fail(
+            "threw std::bad_alloc, but the pool counted %llu submission(s) (queued %zu, "
+            "running %zu)",
+            static_cast<unsigned long long>(now.submitted - before_.submitted), now.queued,
+            now.running);
+      }
+      if (g_tally.live() > live_before_) {
+        report.fail("threw std::bad_alloc, but %ld callable(s) it took are still alive",
+                    g_tally.live() - live_before_);
+      }
+    }
+    settle(outcome);
+    watch_wait("wait_idle()");
+    pool_->wait_idle();
+    watch("the checks after wait_idle()");
+    verify(outcome, report);
+    const ThreadPoolStats after = pool_->stats();
+    const std::uint64_t terminal =
+        after.completed + after.failed + after.cancelled + after.timed_out + after.rejected;
+    if (after.submitted != terminal || after.queued != 0 || after.running != 0) {
+      report.fail(
+          "after wait_idle(): submitted %llu, but completed+failed+cancelled+timed_out+rejected "
+          "%llu, queued %zu, running %zu",
+          static_cast<unsigned long long>(after.submitted),
+          static_cast<unsigned long long>(terminal), after.queued, after.running);
+    }
+    if (tasks_ >= 0) {
+      const std::uint64_t expected = outcome.completed ? static_cast<std::uint64_t>(tasks_) : 0;
+      if (after.submitted - before_.submitted != expected) {
+        report.fail("the operation %s, and the pool counted %llu submission(s), not %llu",
+                    outcome.completed ? "completed" : "threw",
+                    static_cast<unsigned long long>(after.submitted - before_.submitted),
+                    static_cast<unsigned long long>(expected));
+      }
+    }
+    if (runs_ >= 0) {
+      const long expected = outcome.completed ? runs_ : 0;
+      const long ran = g_tally.invoked.load() - invoked_before_;
+      if (ran != expected) {
+        report.fail("the operation %s, and its callable ran %ld time(s), not %ld",
+                    outcome.completed ? "completed" : "threw", ran, expected);
+      }
+    }
+  }
+
+ protected:
+  // After the checks of a throw, before wait_idle(): ends what would keep
+  // the pool busy on purpose (a delayed task, a periodic task).
+  virtual void settle(const Outcome&) {}
+  // Watches a wait for the pool's tasks.
+  void watch_wait(const char* step) { g_watchdog->watch(step, wait_limit_); }
+  // After wait_idle(): the operation's own checks.
+  virtual void verify(const Outcome&, Report&) {}
+
+  // The future an operation returned is ready, and holds what it should.
+  void verify_future(Future<int>& future, TaskStatus expected, Report& report) {
+    if (!future.ready()) report.fail("after wait_idle(), the future is not ready");
+    watch("Future::wait()");
+    future.wait();
+    watch("the checks after wait_idle()");
+    if (future.status() != expected) {
+      report.fail("the future ended %s, not %s", to_string(future.status()), to_string(expected));
+      return;
+    }
+    try {
+      const int value = future.get();
+      if (expected != TaskStatus::completed || value != 7) {
+        report.fail("get() returned %d", value);
+      }
+    } catch (const OperationCancelled&) {
+      if (expected != TaskStatus::cancelled) report.fail("get() threw OperationCancelled");
+    } catch (const std::exception& e) {
+      report.fail("get() threw %s", e.what());
+    }
+  }
+
+  // Submissions and runs of the callable an operation that completes makes;
+  // -1: not checked.
+  long tasks_ = 1;
+  long runs_ = 1;
+  // Declared before the pool, so they outlive its workers.
+  std::latch gate_{1};
+  CancellationSource source_;
+  std::optional<ThreadPool> pool_;
+
+ private:
+  ThreadPoolStats before_;
+  std::chrono::seconds wait_limit_ = g_watchdog->limit();
+  long live_before_ = 0;
+  long invoked_before_ = 0;
+};
+
+// submit / handle / post, with each of the options.
+enum class Verb { submit, handle, post };
+enum class Option { none, token, priority, timeout, deadline, token_timeout };
+
+class TaskTrial : public PoolTrial {
+ public:
+  TaskTrial(Verb verb, Option option) : verb_(verb) {
+    switch (option) {
+      case Option::none:
+        break;
+      case Option::token:
+        options_.set_cancellation(source_.token());
+        break;
+      case Option::priority:
+        options_.set_priority(TaskPriority::high);
+        break;
+      case Option::timeout:
+        options_.set_timeout(1h);
+        break;
+      case Option::deadline:
+        options_.set_deadline(Clock::now() + 1h);
+        break;
+      case Option::token_timeout:
+        options_.set_cancellation(source_.token());
+        options_.set_timeout(1h);
+        break;
+    }
+  }
+
+  void run() override {
+    switch (verb_) {
+      case Verb::submit:
+        future_.emplace(pool_->submit(task_body(), options_));
+        break;
+      case Verb::handle:
+        handle_.emplace(pool_->handle(task_body(), options_));
+        break;
+      case Verb::post:
+        posted_ = pool_->post(task_body(), options_);
+        break;
+    }
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (!outcome.completed) return;
+    if (future_) verify_future(*future_, TaskStatus::completed, report);
+    if (handle_) verify_future(handle_->future(), TaskStatus::completed, report);
+    if (verb_ == Verb::post && !posted_) report.fail("post() returned false");
+  }
+
+  const Verb verb_;
+  TaskOptions options_;
+  std::optional<Future<int>> future_;
+  std::optional<TaskHandle<int>> handle_;
+  bool posted_ = false;
+};
+
+// ---- exploring an operation ------------------------------------------------------
+
+struct Operation {
+  const char* id;    // the test's name
+  const char* name;  // the report's
+  std::unique_ptr<Trial> (*make)();
+};
+
+template <class T, auto... args>
+std::unique_ptr<Trial> make() {
+  return std::make_unique<T>(args...);
+}
+
+// One trial, the k-th allocation failing (none for k == 0).
+Outcome run_trial(const Operation& op, long k, Report& report) {
+  report.set_k(k);
+  g_trial_k.store(k);
+  g_tally.reset();
+  const long live_before = live_blocks();
+  Outcome outcome;
+  {
+    watch("the setup");
+    std::unique_ptr<Trial> trial = op.make();
+    trial->prepare();
+    auto* pool_trial = dynamic_cast<PoolTrial*>(trial.get());
+    if (pool_trial != nullptr) pool_trial->snapshot();
+    const long live_before_run = g_tally.live();
+    detail::task_blocks_trim();  // this thread's next task block comes from operator new
+    watch("the operation");
+    arm(k);
+    try {
+      trial->run();
+      outcome.completed = true;
+    } catch (const std::bad_alloc&) {
+      outcome.threw_bad_alloc = true;
+    } catch (const std::exception& e) {
+      outcome.threw_other = true;
+      std::snprintf(outcome.other, sizeof outcome.other, "%s", e.what());
+    } catch (...) {
+      outcome.threw_other = true;
+      std::snprintf(outcome.other, sizeof outcome.other, "an exception of unknown type");
+    }
+    disarm();
+    outcome.allocations = g_count.load();
+    outcome.injected = g_injected.load();
+    watch("the checks");
+    if (outcome.threw_other)
+      report.fail("threw something other than std::bad_alloc: %s", outcome.other);
+    if (outcome.threw_bad_alloc && outcome.injected == 0) {
+      report.fail("threw std::bad_alloc with no failure injected");
+    }
+    if (pool_trial == nullptr && outcome.threw_bad_alloc && g_tally.live() > live_before_run) {
+      report.fail("threw std::bad_alloc, but %ld callable(s) it took are still alive",
+                  g_tally.live() - live_before_run);
+    }
+    trial->check(outcome, report);
+    watch("the destructors (pool, scope, group, periodic task, futures)");
+  }
+  watch("the checks after the destructors");
+  if (g_tally.live() != 0) {
+    report.fail("%ld callable(s) never destroyed (made %ld, copied %ld, moved %ld, destroyed %ld)",
+                g_tally.live(), g_tally.made.load(), g_tally.copied.load(), g_tally.moved.load(),
+                g_tally.destroyed.load());
+  }
+  if (g_tally.destroyed_twice.load() != 0) {
+    report.fail("%ld callable(s) destroyed twice", g_tally.destroyed_twice.load());
+  }
+  if (k >= 0) {
+    const long leaked = live_blocks() - live_before;
+    if (leaked != 0) report.fail("%ld block(s) allocated during the trial not freed", leaked);
+  }
+  g_watchdog->clear();
+  return outcome;
+}
+
+constexpr long kMaxPoints = 200;
+
+// In the child: the counting pass, then each failure point. The exit status.
+int explore(const Operation& op) {
+  g_operation = op.name;
+  std::set_terminate(on_terminate);
+  Watchdog watchdog(watchdog_limit());
+  g_watchdog = &watchdog;
+  Report report(op.name);
+  // Warm-up: what the library and the runtime make once per thread or per
+  // process (block caches, thread-locals) is in place before any count.
+  run_trial(op, -1, report);
+  const Outcome counted = run_trial(op, 0, report);
+  std::fprintf(stderr, "alloc_fault: points %s %ld\n", op.name, counted.allocations);
+  long points = counted.allocations;
+  for (long k = 1;; ++k) {
+    if (k > kMaxPoints) {
+      report.fail("still failing at k=%ld: the allocation count does not settle", k);
+      break;
+    }
+    const Outcome outcome = run_trial(op, k, report);
+    if (outcome.injected == 0) {
+      if (outcome.allocations != k - 1 || outcome.allocations != counted.allocations) {
+        std::fprintf(stderr,
+                     "alloc_fault: note %s: %ld allocations when nothing failed, %ld in the last "
+                     "trial, which ended at k=%ld\n",
+                     op.name, counted.allocations, outcome.allocations, k);
+      }
+      points = outcome.allocations;
+      break;
+    }
+  }
+  g_trial_k.store(-1);
+  std::fprintf(stderr, "alloc_fault: done %s %ld %d\n", op.name, points, report.failures());
+  g_watchdog = nullptr;
+  return report.failures() == 0 ? 0 : kChecksFailed;
+}
+
+const Operation kOperations[] = {
+    {"submit", "submit()", make<TaskTrial, Verb::submit, Option::none>},
+    {"submit_token", "submit(token)", make<TaskTrial, Verb::submit, Option::token>},
+    {"submit_priority", "submit(priority)", make<TaskTrial, Verb::submit, Option::priority>},
+    {"submit_timeout", "submit(timeout)", make<TaskTrial, Verb::submit, Option::timeout>},
+    {"submit_deadline", "submit(deadline)", make<TaskTrial, Verb::submit, Option::deadline>},
+    {"submit_token_timeout", "submit(token+timeout)",
+     make<TaskTrial, Verb::submit, Option::token_timeout>},
+    {"handle", "handle()", make<TaskTrial, Verb::handle, Option::none>},
+    {"handle_token", "handle(token)", make<TaskTrial, Verb::handle, Option::token>},
+    {"handle_priority", "handle(priority)", make<TaskTrial, Verb::handle, Option::priority>},
+    {"handle_timeout", "handle(timeout)", make<TaskTrial, Verb::handle, Option::timeout>},
+    {"handle_deadline", "handle(deadline)", make<TaskTrial, Verb::handle, Option::deadline>},
+    {"handle_token_timeout", "handle(token+timeout)",
+     make<TaskTrial, Verb::handle, Option::token_timeout>},
+    {"post", "post()", make<TaskTrial, Verb::post, Option::none>},
+    {"post_token", "post(token)", make<TaskTrial, Verb::post, Option::token>},
+    {"post_priority", "post(priority)", make<TaskTrial, Verb::post, Option::priority>},
+    {"post_timeout", "post(timeout)", make<TaskTrial, Verb::post, Option::timeout>},
+    {"post_deadline", "post(deadline)", make<TaskTrial, Verb::post, Option::deadline>},
+    {"post_token_timeout", "post(token+timeout)",
+     make<TaskTrial, Verb::post, Option::token_timeout>},
+};
+
+// ---- the parent: one death test per operation, and the table ------------------
+
+struct Row {
+  std::string name;
+  std::string points;  // "?" if the child never reported them
+  std::string result;
+  bool ok = false;
+};
+
+std::vector<Row>& rows() {
+  static std::vector<Row> table;
+  return table;
+}
+
+// Hands the child's output to the test, whatever it is.
+class CaptureOutput : public ::testing::MatcherInterface<const std::string&> {
+ public:
+  explicit CaptureOutput(std::string* out) : out_(out) {}
+  bool MatchAndExplain(const std::string& output, ::testing::MatchResultListener*) const override {
+    *out_ = output;
+    return true;
+  }
+  void DescribeTo(std::ostream* os) const override { *os << "any output"; }
+
+ private:
+  std::string* out_;
+};
+
+// The value after `key` on the first line that starts with it, up to the
+// end of the line.
+std::string after(const std::string& output, const std::string& key) {
+  const std::size_t at = output.find(key);
+  if (at == std::string::npos) return {};
+  const std::size_t from = at + key.size();
+  return output.substr(from, output.find('\n', from) - from);
+}
+
+// The k of the first line of `kind` the child printed ("" if none).
+std::string first_k(const std::string& output, const std::string& kind) {
+  const std::size_t line = output.find("alloc_fault: " + kind + " ");
+  if (line == std::string::npos) return {};
+  const std::size_t k = output.find(" k=", line);
+  if (k == std::string::npos) return {};
+  return output.substr(k + 3, output.find(':', k) - k - 3);
+}
+
+Row summarise(const Operation& op, int status, const std::string& output) {
+  Row row;
+  row.name = op.name;
+  const std::string points = after(output, std::string("alloc_fault: points ") + op.name + " ");
+  row.points = points.empty() ? "?" : points;
+  const std::string done = after(output, std::string("alloc_fault: done ") + op.name + " ");
+  if (!done.empty()) row.points = done.substr(0, done.find(' '));
+  const bool sanitizer = output.find("Sanitizer") != std::string::npos ||
+                         output.find("runtime error:") != std::string::npos;
+  const std::string failed = first_k(output, "FAIL");
+  const std::string checks = failed.empty() ? "" : "checks fail from k=" + failed;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !sanitizer) {
+    row.ok = true;
+    row.result = "ok";
+    return row;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kHung) {
+    row.result = "HANG at k=" + first_k(output, "HANG");
+  } else if (output.find("alloc_fault: TERMINATE") != std::string::npos) {
+    row.result = "TERMINATE at k=" + first_k(output, "TERMINATE");
+  } else if (WIFSIGNALED(status)) {
+    row.result = "died of signal " + std::to_string(WTERMSIG(status));
+  } else if (sanitizer) {
+    row.result = "sanitizer report (exit " + std::to_string(WEXITSTATUS(status)) + ")";
+  }
+  if (!checks.empty()) row.result += row.result.empty() ? checks : "; " + checks;
+  if (row.result.empty()) row.result = "FAIL (exit " + std::to_string(WEXITSTATUS(status)) + ")";
+  return row;
+}
+
+void PrintTo(const Operation& op, std::ostream* os) { *os << op.name; }
+
+class AllocationFailure : public ::testing::TestWithParam<Operation> {};
+
+TEST(AllocationFailureInjection, FailsTheArmedAllocationOnlyInEveryForm) {
+  arm(1);
+  EXPECT_THROW(static_cast<void>(new int), std::bad_alloc);
+  disarm();
+  arm(1);
+  EXPECT_EQ(new (std::nothrow) int[4], nullptr);
+  disarm();
+  arm(2);
+  struct alignas(64) Wide {
+    char bytes[64];
+  };
+  auto* first = new Wide;
+  EXPECT_THROW(static_cast<void>(new Wide), std::bad_alloc);
+  auto* third = new Wide;
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(third) % 64, 0u);
+  disarm();
+  EXPECT_EQ(g_count.load(), 3);
+  EXPECT_EQ(g_injected.load(), 1);
+  delete first;
+  delete third;
+  arm(0);
+  delete new (std::align_val_t{128}, std::nothrow) char[8];
+  disarm();
+  EXPECT_EQ(g_injected.load(), 0);
+}
+
+TEST_P(AllocationFailure, TakesFullEffectOrNoneAndNothingHangsOrLeaks) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const Operation& op = GetParam();
+  int status = 0;
+  std::string output;
+  const auto record = [&status](int exit_status) {
+    status = exit_status;
+    return true;
+  };
+  EXPECT_EXIT(std::exit(explore(op)), record, ::testing::MakeMatcher(new CaptureOutput(&output)));
+  const Row row = summarise(op, status, output);
+  rows().push_back(row);
+  if (!row.ok) ADD_FAILURE() << op.name << ": " << row.result << "\n" << output;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryOperation, AllocationFailure, ::testing::ValuesIn(kOperations),
+                         [](const auto& info) { return std::string(info.param.id); });
+
+// Prints the table once every test ran.
+class Table : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (rows().empty()) return;
+    long total = 0;
+    std::size_t failing = 0;
+    std::printf("alloc_fault: %-36s %14s  %s\n", "operation", "failure points", "result");
+    for (const Row& row : rows()) {
+      std::printf("alloc_fault: %-36s %14s  %s\n", row.name.c_str(), row.points.c_str(),
+                  row.result.c_str());
+      if (row.points != "?") total += std::strtol(row.points.c_str(), nullptr, 10);
+      if (!row.ok) ++failing;
+    }
+    std::printf(
+        "alloc_fault: total: %zu operations, %ld (operation, failure point) trials, %zu failing\n",
+        rows().size(), total, failing);
+    std::fflush(stdout);
+  }
+};
+
+const auto* const kTable = ::testing::AddGlobalTestEnvironment(new Table);
+
+}  // namespace
+}  // namespace quell
