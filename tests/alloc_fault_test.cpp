@@ -44,6 +44,8 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/task_block.hpp"
+#include "quell/scope.hpp"
+#include "quell/task_group.hpp"
 #include "quell/thread_pool.hpp"
 
 // ---- the allocator ----------------------------------------------------------
@@ -536,6 +538,159 @@ class TaskTrial : public PoolTrial {
   bool posted_ = false;
 };
 
+// submit_after / submit_at with a start an hour away. Once disarmed, the
+// task is resolved cancelled without waiting for its time: through the
+// options' token (dropped at once), or by shutdown() (a drain shutdown
+// resolves delayed tasks that are not yet due).
+enum class When { after, at };
+enum class Resolve { token, shutdown };
+
+class DelayedTrial : public PoolTrial {
+ public:
+  DelayedTrial(When when, Resolve resolve) : when_(when), resolve_(resolve) {
+    if (resolve == Resolve::token) options_.set_cancellation(source_.token());
+    runs_ = 0;
+  }
+
+  void run() override {
+    if (when_ == When::after) {
+      future_.emplace(pool_->submit_after(1h, task_body(), options_));
+    } else {
+      future_.emplace(pool_->submit_at(Clock::now() + 1h, task_body(), options_));
+    }
+  }
+
+ private:
+  void settle(const Outcome&) override {
+    if (resolve_ == Resolve::token) {
+      source_.request_cancel();
+      return;
+    }
+    watch_wait("shutdown()");
+    pool_->shutdown();
+  }
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed) verify_future(*future_, TaskStatus::cancelled, report);
+  }
+
+  const When when_;
+  const Resolve resolve_;
+  TaskOptions options_;
+  std::optional<Future<int>> future_;
+};
+
+// submit_after / submit_at with a start 20 ms away, and the wait for
+// the future, armed: the timer thread's start of the task is in the trial.
+// With `warm_heap`, the timer's heap has room for the entry beforehand (three
+// tombstones, left by delayed tasks cancelled before the trial), so the
+// first allocation after the task's own block is the timer thread's.
+class DueTrial : public PoolTrial {
+ public:
+  DueTrial(When when, bool warm_heap) : when_(when), warm_heap_(warm_heap) {}
+
+  void prepare() override {
+    if (!warm_heap_) return;
+    const TaskOptions options = TaskOptions().set_cancellation(source_.token());
+    for (int i = 0; i < 3; ++i)
+      pool_->submit_after(
+          1h, [] {}, options);
+    source_.request_cancel();
+  }
+
+  void run() override {
+    if (when_ == When::after) {
+      future_.emplace(pool_->submit_after(20ms, task_body()));
+    } else {
+      future_.emplace(pool_->submit_at(Clock::now() + 20ms, task_body()));
+    }
+    future_->wait();
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed) verify_future(*future_, TaskStatus::completed, report);
+  }
+
+  const When when_;
+  const bool warm_heap_;
+  std::optional<Future<int>> future_;
+};
+
+// Scope::spawn, with no options or a timeout; or a child scope made and
+// spawned into.
+enum class ScopeForm { spawn, spawn_timeout, child_spawn };
+
+class ScopeTrial : public PoolTrial {
+ public:
+  explicit ScopeTrial(ScopeForm form) : form_(form) {
+    if (form == ScopeForm::spawn_timeout) options_.set_timeout(1h);
+  }
+
+  void prepare() override { scope_.emplace(*pool_); }
+
+  void run() override {
+    if (form_ == ScopeForm::child_spawn) {
+      child_.emplace(*scope_);
+      spawned_ = child_->spawn(task_body(), options_);
+    } else {
+      spawned_ = scope_->spawn(task_body(), options_);
+    }
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed && !spawned_) report.fail("spawn() returned false");
+    for (std::optional<Scope>* scope : {&child_, &scope_}) {
+      if (!scope->has_value()) continue;
+      watch("Scope::wait()");
+      try {
+        (*scope)->wait();
+      } catch (const std::exception& e) {
+        report.fail("Scope::wait() threw %s", e.what());
+      }
+      watch("the checks after wait_idle()");
+      if ((*scope)->size() != 0) report.fail("the scope has %zu task(s) left", (*scope)->size());
+    }
+  }
+
+  const ScopeForm form_;
+  TaskOptions options_;
+  std::optional<Scope> scope_;
+  std::optional<Scope> child_;  // destroyed before its parent
+  bool spawned_ = false;
+};
+
+// TaskGroup::submit, with no options or a timeout. A submission that threw
+// is counted nowhere, TaskGroup::size() included.
+class GroupTrial : public PoolTrial {
+ public:
+  explicit GroupTrial(bool timeout) {
+    if (timeout) options_.set_timeout(1h);
+  }
+
+  void prepare() override { group_.emplace(*pool_); }
+
+  void run() override { future_.emplace(group_->submit(task_body(), options_)); }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    watch("TaskGroup::wait()");
+    group_->wait();
+    watch("the checks after wait_idle()");
+    if (group_->pending() != 0) report.fail("the group has %zu task(s) pending", group_->pending());
+    const std::size_t expected = outcome.completed ? 1 : 0;
+    if (group_->size() != expected) {
+      report.fail("the submission %s, and TaskGroup::size() is %zu, not %zu",
+                  outcome.completed ? "completed" : "threw", group_->size(), expected);
+    }
+    if (outcome.completed) verify_future(*future_, TaskStatus::completed, report);
+  }
+
+  TaskOptions options_;
+  std::optional<TaskGroup> group_;
+  std::optional<Future<int>> future_;
+};
+
 // ---- exploring an operation ------------------------------------------------------
 
 struct Operation {
@@ -671,6 +826,23 @@ const Operation kOperations[] = {
     {"post_deadline", "post(deadline)", make<TaskTrial, Verb::post, Option::deadline>},
     {"post_token_timeout", "post(token+timeout)",
      make<TaskTrial, Verb::post, Option::token_timeout>},
+    {"submit_after_token", "submit_after(1 h, token)",
+     make<DelayedTrial, When::after, Resolve::token>},
+    {"submit_after_shutdown", "submit_after(1 h), shutdown",
+     make<DelayedTrial, When::after, Resolve::shutdown>},
+    {"submit_at_token", "submit_at(+1 h, token)", make<DelayedTrial, When::at, Resolve::token>},
+    {"submit_at_shutdown", "submit_at(+1 h), shutdown",
+     make<DelayedTrial, When::at, Resolve::shutdown>},
+    {"submit_after_due", "submit_after(20 ms), due armed", make<DueTrial, When::after, false>},
+    {"submit_at_due", "submit_at(+20 ms), due armed", make<DueTrial, When::at, false>},
+    {"submit_after_due_warm_heap", "submit_after(20 ms), due, warm heap",
+     make<DueTrial, When::after, true>},
+    {"scope_spawn", "Scope::spawn()", make<ScopeTrial, ScopeForm::spawn>},
+    {"scope_spawn_timeout", "Scope::spawn(timeout)", make<ScopeTrial, ScopeForm::spawn_timeout>},
+    {"scope_child_spawn", "Scope child(parent) + spawn()",
+     make<ScopeTrial, ScopeForm::child_spawn>},
+    {"group_submit", "TaskGroup::submit()", make<GroupTrial, false>},
+    {"group_submit_timeout", "TaskGroup::submit(timeout)", make<GroupTrial, true>},
 };
 
 // ---- the parent: one death test per operation, and the table ------------------
