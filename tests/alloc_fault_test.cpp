@@ -44,6 +44,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/task_block.hpp"
+#include "quell/periodic_task.hpp"
 #include "quell/scope.hpp"
 #include "quell/task_group.hpp"
 #include "quell/thread_pool.hpp"
@@ -337,6 +338,7 @@ class Report {
   }
 
   int failures() const { return failures_; }
+  long k() const { return k_; }
 
  private:
   const char* operation_;
@@ -691,6 +693,82 @@ class GroupTrial : public PoolTrial {
   std::optional<Future<int>> future_;
 };
 
+// A periodic task's callable: counts its ticks, for the trial to wait on.
+struct TickBody {
+  void operator()() const {
+    probe.hit();
+    ticks->fetch_add(1);
+    ticks->notify_all();
+  }
+  Probe probe;
+  std::atomic<int>* ticks;
+};
+
+// A PeriodicTask made armed, its first tick an hour away (with or without
+// a token in its options). Or one made disarmed, with a short interval, and
+// armed for three ticks: its first three, or three after a first one ran
+// disarmed. §12: a periodic task allocates only in its constructor, so its
+// ticks cannot fail for lack of memory.
+enum class PeriodicForm { construct, construct_token, first_ticks, later_ticks };
+constexpr int kTicks = 3;
+
+class PeriodicTrial : public PoolTrial {
+ public:
+  explicit PeriodicTrial(PeriodicForm form) : form_(form) {
+    if (form == PeriodicForm::construct_token) options_.set_cancellation(source_.token());
+    tasks_ = ticking() ? -1 : 0;
+    runs_ = ticking() ? -1 : 0;
+  }
+
+  void prepare() override {
+    if (!ticking()) return;
+    periodic_.emplace(*pool_, 10ms, TickBody{Probe{}, &ticks_}, options_);
+    if (form_ == PeriodicForm::later_ticks) wait_ticks(1);
+  }
+
+  void run() override {
+    if (ticking()) {
+      wait_ticks(ticks_.load() + kTicks);
+    } else {
+      periodic_.emplace(*pool_, 1h, TickBody{Probe{}, &ticks_}, options_);
+    }
+  }
+
+ private:
+  bool ticking() const {
+    return form_ == PeriodicForm::first_ticks || form_ == PeriodicForm::later_ticks;
+  }
+  void wait_ticks(int count) {
+    for (int seen = ticks_.load(); seen < count; seen = ticks_.load()) ticks_.wait(seen);
+  }
+
+  void settle(const Outcome&) override {
+    if (!periodic_) return;
+    periodic_->stop();
+    watch("PeriodicTask::join()");
+    periodic_->join();
+  }
+
+  void verify(const Outcome& outcome, Report& report) override {
+    if (!ticking()) return;
+    if (outcome.injected != 0) {
+      report.fail(
+          "the failure injected on the timer thread was swallowed: a tick lost to it "
+          "(ticks %llu, skipped %llu)",
+          static_cast<unsigned long long>(periodic_->ticks()),
+          static_cast<unsigned long long>(periodic_->skipped_ticks()));
+    } else if (outcome.allocations != 0 && report.k() >= 0) {
+      report.fail("%ld allocation(s) during %d ticks (API.md §12: none)", outcome.allocations,
+                  kTicks);
+    }
+  }
+
+  const PeriodicForm form_;
+  TaskOptions options_;
+  std::atomic<int> ticks_{0};
+  std::optional<PeriodicTask> periodic_;  // destroyed before ticks_ and the pool
+};
+
 // ---- exploring an operation ------------------------------------------------------
 
 struct Operation {
@@ -843,6 +921,13 @@ const Operation kOperations[] = {
      make<ScopeTrial, ScopeForm::child_spawn>},
     {"group_submit", "TaskGroup::submit()", make<GroupTrial, false>},
     {"group_submit_timeout", "TaskGroup::submit(timeout)", make<GroupTrial, true>},
+    {"periodic_construct", "PeriodicTask()", make<PeriodicTrial, PeriodicForm::construct>},
+    {"periodic_construct_token", "PeriodicTask(token)",
+     make<PeriodicTrial, PeriodicForm::construct_token>},
+    {"periodic_first_ticks", "PeriodicTask: ticks 1-3",
+     make<PeriodicTrial, PeriodicForm::first_ticks>},
+    {"periodic_later_ticks", "PeriodicTask: ticks 2-4",
+     make<PeriodicTrial, PeriodicForm::later_ticks>},
 };
 
 // ---- the parent: one death test per operation, and the table ------------------
