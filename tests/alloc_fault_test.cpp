@@ -48,6 +48,7 @@
 #include "quell/scope.hpp"
 #include "quell/task_group.hpp"
 #include "quell/thread_pool.hpp"
+#include "quell/wait.hpp"
 
 // ---- the allocator ----------------------------------------------------------
 
@@ -769,6 +770,303 @@ class PeriodicTrial : public PoolTrial {
   std::optional<PeriodicTask> periodic_;  // destroyed before ticks_ and the pool
 };
 
+// this_task inside a running task, armed while the task makes the calls.
+class ThisTaskTrial : public PoolTrial {
+ public:
+  ThisTaskTrial() {
+    tasks_ = 0;
+    runs_ = -1;
+  }
+
+  void prepare() override {
+    future_.emplace(pool_->submit([this, probe = Probe{}] {
+      probe.hit();
+      gate_.wait();
+      const CancellationToken token = this_task::cancellation_token();
+      can_cancel_ = token.can_cancel();
+      cancelled_ = this_task::cancelled();
+      done_.count_down();
+      return 7;
+    }));
+  }
+
+  void run() override {
+    gate_.count_down();
+    done_.wait();
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    verify_future(*future_, TaskStatus::completed, report);
+    if (outcome.completed && (!can_cancel_ || cancelled_)) {
+      report.fail("this_task: can_cancel() %d, cancelled() %d", can_cancel_, cancelled_);
+    }
+  }
+
+  std::latch done_{1};
+  bool can_cancel_ = false;
+  bool cancelled_ = true;
+  std::optional<Future<int>> future_;
+};
+
+// Future's waits and get() on a task held back until the trial, armed.
+class FutureWaitTrial : public PoolTrial {
+ public:
+  FutureWaitTrial() : PoolTrial(1) {
+    tasks_ = 0;
+    runs_ = -1;
+  }
+
+  void prepare() override {
+    blocker_.emplace(pool_->submit([this] { gate_.wait(); }));
+    future_.emplace(pool_->submit(task_body()));
+  }
+
+  void run() override {
+    gate_.count_down();
+    future_->wait();
+    ok_ = future_->wait_for(1h);
+    ok_ = future_->wait_until(Clock::now() + 1h) && ok_;
+    ok_ = future_->wait_until(std::chrono::system_clock::now() + 1h) && ok_;
+    ok_ = future_->wait(source_.token()) && ok_;
+    value_ = future_->get();
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed && (!ok_ || value_ != 7)) {
+      report.fail("the waits returned %d and get() %d", ok_, value_);
+    }
+  }
+
+  std::optional<Future<void>> blocker_;
+  std::optional<Future<int>> future_;
+  bool ok_ = false;
+  int value_ = 0;
+};
+
+// TaskHandle: cancel() of a queued task (dropped at once), then its waits.
+class HandleCancelTrial : public PoolTrial {
+ public:
+  HandleCancelTrial() : PoolTrial(1) {
+    tasks_ = 0;
+    runs_ = -1;
+  }
+
+  void prepare() override {
+    blocker_.emplace(pool_->submit([this] { gate_.wait(); }));
+    handle_.emplace(pool_->handle(task_body()));
+  }
+
+  void run() override {
+    cancelled_ = handle_->cancel();
+    gate_.count_down();
+    handle_->wait();
+    ok_ = handle_->wait_for(1h);
+    try {
+      handle_->get();
+    } catch (const OperationCancelled&) {
+      got_cancelled_ = true;
+    }
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (g_tally.invoked.load() != 0) report.fail("the cancelled task ran");
+    if (outcome.threw_bad_alloc) {
+      // Making the OperationCancelled allocates. A get() that threw
+      // std::bad_alloc instead had no effect: the outcome is still there.
+      try {
+        handle_->get();
+        report.fail("get() after a throwing get() returned");
+      } catch (const OperationCancelled&) {
+      } catch (const TaskError& e) {
+        report.fail("get() threw std::bad_alloc and consumed the outcome: the next get() throws %s",
+                    e.what());
+      } catch (const std::bad_alloc&) {
+        report.fail("get() threw std::bad_alloc disarmed");
+      }
+    }
+    if (outcome.completed && (!cancelled_ || !ok_ || !got_cancelled_)) {
+      report.fail("cancel() %d, wait_for() %d, get() threw OperationCancelled %d", cancelled_, ok_,
+                  got_cancelled_);
+    }
+  }
+
+  std::optional<Future<void>> blocker_;
+  std::optional<TaskHandle<int>> handle_;
+  bool cancelled_ = false;
+  bool ok_ = false;
+  bool got_cancelled_ = false;
+};
+
+// ---- trials without a pool -----------------------------------------------------
+
+class PlainTrial : public Trial {
+ public:
+  void check(const Outcome& outcome, Report& report) final {
+    watch("the checks");
+    verify(outcome, report);
+  }
+
+ protected:
+  virtual void verify(const Outcome& outcome, Report& report) = 0;
+};
+
+// CancellationSource::linked with three parents (one of them cancelled
+// already, for the second form); the parents are cancelled afterwards, so a
+// link the failure left registered would fire into freed memory.
+class LinkedTrial : public PlainTrial {
+ public:
+  explicit LinkedTrial(bool one_cancelled) : one_cancelled_(one_cancelled) {}
+
+  void prepare() override {
+    if (one_cancelled_) b_.request_cancel(CancelReason::shutdown);
+  }
+
+  void run() override {
+    linked_.emplace(CancellationSource::linked({a_.token(), b_.token(), c_.token()}));
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (!outcome.completed) {
+      a_.request_cancel();
+      c_.request_cancel();
+      return;
+    }
+    const CancellationToken token = linked_->token();
+    if (one_cancelled_) {
+      if (token.reason() != CancelReason::shutdown)
+        report.fail("the linked source is not cancelled");
+      return;
+    }
+    if (token.cancelled()) report.fail("the linked source is cancelled before its parents");
+    c_.request_cancel(CancelReason::deadline);
+    if (token.reason() != CancelReason::deadline) {
+      report.fail("cancelling a parent did not cancel the linked source with its reason");
+    }
+  }
+
+  const bool one_cancelled_;
+  CancellationSource a_;
+  CancellationSource b_;
+  CancellationSource c_;
+  std::optional<CancellationSource> linked_;
+};
+
+// A fresh CancellationSource, and reset() of one.
+class SourceTrial : public PlainTrial {
+ public:
+  void run() override {
+    fresh_.emplace();
+    kept_ = reset_.token();
+    reset_.reset();
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (!outcome.completed) {
+      // reset() either gave a fresh state or left the old one.
+      if (reset_.request_cancel() != true) report.fail("reset_ has no usable state");
+      return;
+    }
+    reset_.request_cancel();
+    if (kept_.cancelled()) report.fail("reset() did not leave the old state to the old tokens");
+    if (!fresh_->token().can_cancel()) report.fail("the fresh source cannot cancel");
+  }
+
+  CancellationSource reset_;
+  CancellationToken kept_;
+  std::optional<CancellationSource> fresh_;
+};
+
+struct CallbackBody {
+  void operator()() const { probe.hit(); }
+  Probe probe;
+};
+
+// CancellationCallback on a live token and on a cancelled one (run inline).
+class CallbackTrial : public PlainTrial {
+ public:
+  void prepare() override { cancelled_.request_cancel(); }
+
+  void run() override {
+    live_.emplace(source_.token(), CallbackBody{});
+    inline_.emplace(cancelled_.token(), CallbackBody{});
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    source_.request_cancel();
+    if (outcome.completed && g_tally.invoked.load() != 2) {
+      report.fail("the callbacks ran %ld time(s), not 2", g_tally.invoked.load());
+    }
+  }
+
+  CancellationSource source_;
+  CancellationSource cancelled_;
+  std::optional<CancellationCallback<CallbackBody>> live_;
+  std::optional<CancellationCallback<CallbackBody>> inline_;
+};
+
+// sleep_for / sleep_until: elapsed, already past, already cancelled.
+class SleepTrial : public PlainTrial {
+ public:
+  void prepare() override { cancelled_.request_cancel(); }
+
+  void run() override {
+    elapsed_ = sleep_for(1ms, source_.token());
+    past_ = sleep_until(Clock::now() - 1s, source_.token());
+    cut_ = sleep_for(1h, cancelled_.token());
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed && (!elapsed_ || !past_ || cut_)) {
+      report.fail("sleep_for %d, sleep_until(past) %d, sleep_for(cancelled) %d", elapsed_, past_,
+                  cut_);
+    }
+    source_.request_cancel();
+  }
+
+  CancellationSource source_;
+  CancellationSource cancelled_;
+  bool elapsed_ = false;
+  bool past_ = false;
+  bool cut_ = true;
+};
+
+// quell::wait(cv, lock, token, pred): its bridge to the stop_token overload
+// allocates. The lock is held on return, and on a throw.
+class CvWaitTrial : public PlainTrial {
+ public:
+  void run() override {
+    std::unique_lock lock(mutex_);
+    try {
+      result_ = quell::wait(cv_, lock, source_.token(), [this] { return ready_; });
+    } catch (...) {
+      locked_on_throw_ = lock.owns_lock();
+      throw;
+    }
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.threw_bad_alloc && !locked_on_throw_)
+      report.fail("the lock was not held on the throw");
+    if (outcome.completed && !result_) report.fail("wait() returned false");
+    source_.request_cancel();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable_any cv_;
+  CancellationSource source_;
+  bool ready_ = true;
+  bool result_ = false;
+  bool locked_on_throw_ = false;
+};
+
 // ---- exploring an operation ------------------------------------------------------
 
 struct Operation {
@@ -928,6 +1226,15 @@ const Operation kOperations[] = {
      make<PeriodicTrial, PeriodicForm::first_ticks>},
     {"periodic_later_ticks", "PeriodicTask: ticks 2-4",
      make<PeriodicTrial, PeriodicForm::later_ticks>},
+    {"linked", "CancellationSource::linked(3)", make<LinkedTrial, false>},
+    {"linked_one_cancelled", "linked(3), one cancelled", make<LinkedTrial, true>},
+    {"source", "CancellationSource(), reset()", make<SourceTrial>},
+    {"callback", "CancellationCallback", make<CallbackTrial>},
+    {"this_task", "this_task::cancellation_token()", make<ThisTaskTrial>},
+    {"sleep", "sleep_for / sleep_until", make<SleepTrial>},
+    {"cv_wait", "wait(cv, lock, token, pred)", make<CvWaitTrial>},
+    {"future_waits", "Future waits + get()", make<FutureWaitTrial>},
+    {"handle_cancel", "TaskHandle cancel + waits", make<HandleCancelTrial>},
 };
 
 // ---- the parent: one death test per operation, and the table ------------------
