@@ -1317,30 +1317,35 @@ void PrintTo(const Operation& op, std::ostream* os) { *os << op.name; }
 
 class AllocationFailure : public ::testing::TestWithParam<Operation> {};
 
+// The replacement functions are called directly: a new-expression whose
+// result is unused may be elided or merged by the compiler.
 TEST(AllocationFailureInjection, FailsTheArmedAllocationOnlyInEveryForm) {
   arm(1);
-  EXPECT_THROW(static_cast<void>(new int), std::bad_alloc);
+  EXPECT_THROW(::operator delete(::operator new(4)), std::bad_alloc);
   disarm();
   arm(1);
-  EXPECT_EQ(new (std::nothrow) int[4], nullptr);
+  EXPECT_EQ(::operator new[](16, std::nothrow), nullptr);
   disarm();
   arm(2);
-  struct alignas(64) Wide {
-    char bytes[64];
-  };
-  auto* first = new Wide;
-  EXPECT_THROW(static_cast<void>(new Wide), std::bad_alloc);
-  auto* third = new Wide;
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(third) % 64, 0u);
+  void* first = ::operator new (64, std::align_val_t{64});
+  EXPECT_THROW(::operator delete(::operator new[](64, std::align_val_t{64})), std::bad_alloc);
+  void* third = ::operator new (64, std::align_val_t{64}, std::nothrow);
   disarm();
   EXPECT_EQ(g_count.load(), 3);
   EXPECT_EQ(g_injected.load(), 1);
-  delete first;
-  delete third;
+  ASSERT_NE(third, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(first) % 64, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(third) % 64, 0u);
+  ::operator delete (first, std::align_val_t{64});
+  ::operator delete (third, std::align_val_t{64}, std::nothrow);
+  const long live = g_live.load();
   arm(0);
-  delete new (std::align_val_t{128}, std::nothrow) char[8];
+  ::operator delete[](::operator new[](8, std::align_val_t{128}, std::nothrow),
+                      std::align_val_t{128});
   disarm();
+  EXPECT_EQ(g_count.load(), 1);
   EXPECT_EQ(g_injected.load(), 0);
+  EXPECT_EQ(g_live.load(), live);
 }
 
 TEST_P(AllocationFailure, TakesFullEffectOrNoneAndNothingHangsOrLeaks) {
