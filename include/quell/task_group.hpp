@@ -51,11 +51,12 @@ class TaskGroup {
   template <class F>
   auto submit(F&& f, const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {
-    // Relaxed: a statistic.
-    submitted_.fetch_add(1, std::memory_order_relaxed);
     using R = detail::TaskResultOf<std::decay_t<F>>;
     auto* task = new detail::TaskNode<std::decay_t<F>, R, true>(std::forward<F>(f), 2, 1);
     set_.submit(task, options);
+    // Counted once accepted: a submission that threw is not one (§12).
+    // Relaxed: a statistic.
+    submitted_.fetch_add(1, std::memory_order_relaxed);
     return Future<R>(task);
   }
 
