@@ -116,17 +116,30 @@ class Future {
     detail::TaskSlot<T>* task = checked();
     if (retrieved_) throw TaskError(make_error_code(Errc::already_retrieved));
     detail::task_wait(task);
-    retrieved_ = true;
+    // The outcome is marked taken only once nothing can fail before it is
+    // handed out: an exception that cannot be built (std::bad_alloc) leaves
+    // it for the next get() (§12).
     switch (task->status()) {
       case TaskStatus::completed:
+        retrieved_ = true;
         if constexpr (std::is_void_v<T>) {
           return;
         } else {
           return std::move(task->value());
         }
-      case TaskStatus::failed: std::rethrow_exception(task->error_);
-      case TaskStatus::cancelled: throw OperationCancelled();
-      default: throw TaskError(error());
+      case TaskStatus::failed:
+        retrieved_ = true;
+        std::rethrow_exception(task->error_);
+      case TaskStatus::cancelled: {
+        OperationCancelled cancelled;
+        retrieved_ = true;
+        throw cancelled;
+      }
+      default: {
+        TaskError failure(error());
+        retrieved_ = true;
+        throw failure;
+      }
     }
   }
 
