@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -54,9 +55,47 @@ class PeriodicCore {
   void discard() noexcept { body_.reset(); }
 
  private:
-  ~PeriodicCore() = default;
+  ~PeriodicCore();
 
-  struct Tick;
+  // A tick's callable: runs the tick; when it goes (run or dropped), the tick
+  // is no longer in flight. It holds a reference to the core. A tick that goes
+  // unrun while the task is not stopped (the pool rejected it with a full
+  // queue, its own timeout passed while it was queued, no block or memory)
+  // skips its slot, and the schedule goes on from the next one.
+  struct Tick {
+    explicit Tick(PeriodicCore* owner) noexcept : core(owner) {}
+    Tick(Tick&& other) noexcept : core(std::exchange(other.core, nullptr)) {}
+    Tick& operator=(Tick&&) = delete;
+    ~Tick();
+    void operator()(CancellationToken token) noexcept;
+    // The node's last reference: its block goes back to the core (B1).
+    static void release_block(void* node) noexcept;
+
+    PeriodicCore* core;
+    bool ran = false;  // the tick chain's only, as slot_
+  };
+  using TickNode = TaskNode<Tick, void>;
+
+  // Ticks allocate nothing (§12): a tick's node is placed in one of two
+  // blocks of the core.
+  //   B1 A block's bit in free_blocks_ is set exactly while no node lives in
+  //      it: fire() clears it before placing a node; the node's last
+  //      reference sets it after the node is destroyed.
+  //   B2 Only fire() clears bits, and fires are serialised by the tick chain
+  //      (one timer entry, re-armed only after the previous tick ran or was
+  //      dropped), so a bit fire() saw set stays set until it clears it.
+  // Two blocks suffice: when a slot fires, the tick before it has run or
+  // been dropped, so at most its node's last references (a worker's release,
+  // a cancel callback under way) still hold a block. If both are held, the
+  // slot is skipped, as for any tick that cannot be posted.
+  struct TickBlock {
+    alignas(TickNode) std::byte node[sizeof(TickNode)];
+    PeriodicCore* core = nullptr;
+    unsigned bit = 0;
+  };
+  static constexpr unsigned kTickBlocks = 2;
+  TickBlock* take_tick_block() noexcept;
+
   static const TimerKind timer;
   void run_tick(const CancellationToken& token) noexcept;
   void schedule(std::uint64_t slot) noexcept;
@@ -84,6 +123,8 @@ class PeriodicCore {
   // The next slot's timer entry, armed by the tick chain only, once the
   // last one fired: scheduling allocates nothing and cannot fail (§12).
   TimerEntry entry_;
+  TickBlock tick_blocks_[kTickBlocks];
+  std::atomic<unsigned> free_blocks_{(1u << kTickBlocks) - 1};  // B1, B2
   std::atomic<std::uint32_t> refs_{1};
 };
 

@@ -1,6 +1,7 @@
 #include "quell/periodic_task.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <mutex>
 #include <stdexcept>
 
@@ -18,30 +19,43 @@ namespace {
 thread_local const PeriodicCore* running_tick_of = nullptr;  // the core whose tick runs here
 }  // namespace
 
-// A tick's callable: runs the tick; when it goes (run or dropped), the tick
-// is no longer in flight. It holds a reference to the core. A tick that goes
-// unrun while the task is not stopped (the pool rejected it with a full
-// queue, its own timeout passed while it was queued, no memory) skips its
-// slot, and the schedule goes on from the next one.
-struct PeriodicCore::Tick {
-  explicit Tick(PeriodicCore* owner) noexcept : core(owner) {}
-  Tick(Tick&& other) noexcept : core(std::exchange(other.core, nullptr)) {}
-  Tick& operator=(Tick&&) = delete;
-  ~Tick() {
-    if (core == nullptr) return;
-    if (!ran && !core->stopped()) core->schedule_next(true);
-    PoolCore* const pool = core->pool_;  // read before the count may let a joiner go (W3)
-    core->in_flight_.done(pool);
-    core->release();
-  }
-  void operator()(CancellationToken token) noexcept {
-    ran = true;
-    core->run_tick(token);
-  }
+PeriodicCore::Tick::~Tick() {
+  if (core == nullptr) return;
+  if (!ran && !core->stopped()) core->schedule_next(true);
+  PoolCore* const pool = core->pool_;  // read before the count may let a joiner go (W3)
+  core->in_flight_.done(pool);
+  core->release();
+}
 
-  PeriodicCore* core;
-  bool ran = false;  // the tick chain's only, as slot_
-};
+void PeriodicCore::Tick::operator()(CancellationToken token) noexcept {
+  ran = true;
+  core->run_tick(token);
+}
+
+void PeriodicCore::Tick::release_block(void* node) noexcept {
+  // The node is the block's first member (TickBlock::node).
+  auto* block = static_cast<TickBlock*>(node);
+  PeriodicCore* const core = block->core;  // read before the block may be reused
+  const unsigned bit = block->bit;
+  // Release: the node's destruction happens-before fire() places the next
+  // node here (its acquire load in take_tick_block).
+  core->free_blocks_.fetch_or(bit, std::memory_order_release);
+  core->release();  // the block's reference, taken in fire()
+}
+
+PeriodicCore::TickBlock* PeriodicCore::take_tick_block() noexcept {
+  // Acquire: pairs with release_block's release (B1).
+  const unsigned free = free_blocks_.load(std::memory_order_acquire);
+  if (free == 0) return nullptr;
+  const unsigned bit = free & (~free + 1);  // the lowest free block
+  // Relaxed: only fire() clears bits (B2), so `bit` is still set here.
+  const unsigned before = free_blocks_.fetch_and(~bit, std::memory_order_relaxed);
+  QUELL_INVARIANT(B2, (before & bit) != 0);
+  static_cast<void>(before);
+  TickBlock* const block = &tick_blocks_[std::countr_zero(bit)];
+  QUELL_INVARIANT(B1, block->core == this && block->bit == bit);
+  return block;
+}
 
 // The timer entry of the next slot: due, it posts the tick. Once the
 // schedule stopped, a tombstone. It keeps firing until the pool's service
@@ -73,6 +87,15 @@ PeriodicCore::PeriodicCore(PoolCore* pool, Clock::duration interval,
   options_.set_cancellation(source_.token());
   entry_.kind = &timer;
   entry_.target = this;
+  for (unsigned i = 0; i < kTickBlocks; ++i) {
+    tick_blocks_[i].core = this;
+    tick_blocks_[i].bit = 1u << i;
+  }
+}
+
+PeriodicCore::~PeriodicCore() {
+  // Relaxed: the last reference's acq_rel decrement ordered every release.
+  QUELL_INVARIANT(B1, free_blocks_.load(std::memory_order_relaxed) == (1u << kTickBlocks) - 1);
 }
 
 void PeriodicCore::start() {
@@ -110,15 +133,19 @@ void PeriodicCore::fire() noexcept {
   add_ref();  // the tick's
   Tick tick(this);
   if (stopped()) return;  // ~Tick: no longer in flight
+  TickBlock* const block = take_tick_block();
+  if (block == nullptr) return;  // both blocks still held: ~Tick skips the slot
+  add_ref();  // the block's, until the node hands it back
+  auto* task = new (block->node) TickNode(std::move(tick), 1, 1);
   try {
-    auto* task = new TaskNode<Tick, void>(std::move(tick), 1, 1);
     // A stop() from here on cancels the tick's token: dropped, or seen. A
     // rejection destroys the tick unrun: see ~Tick.
     Placement placement;
     placement.family = family_;  // join() on a worker runs a queued tick (F1)
     pool_submit(pool_, task, options_, placement);
   } catch (const std::bad_alloc&) {
-    // No memory for this tick: ~Tick (below) skips the slot.
+    // Only a tick with a timeout allocates (its deadline's timer entry); the
+    // submission discarded the node, and ~Tick skips the slot.
   }
 }
 

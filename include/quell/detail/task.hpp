@@ -172,6 +172,14 @@ struct ExtraOrigin {
 };
 struct NoExtraOrigin {};
 
+// A callable whose node lives in a block its owner keeps (a PeriodicTask's
+// ticks): the node is placed there, and its last reference hands the block
+// back through F::release_block instead of freeing it.
+template <class F>
+concept OwnsItsBlock = requires(void* block) {
+  { F::release_block(block) } noexcept;
+};
+
 template <class F, class R, bool kTracked = false>
 class TaskNode final : public TaskSlot<R> {
  public:
@@ -197,6 +205,9 @@ class TaskNode final : public TaskSlot<R> {
     static_cast<void>(size);  // clang declares the sized forms only with -fsized-deallocation
     ::operator delete(block, align);
   }
+  // Into a block the callable's owner keeps (OwnsItsBlock).
+  static void* operator new(std::size_t, void* block) noexcept { return block; }
+  static void operator delete(void*, void*) noexcept {}
 
  private:
   ~TaskNode() {}
@@ -241,7 +252,12 @@ class TaskNode final : public TaskSlot<R> {
         self->value_.~R();
       }
     }
-    delete self;
+    if constexpr (OwnsItsBlock<F>) {
+      self->~TaskNode();
+      F::release_block(self);
+    } else {
+      delete self;
+    }
   }
 
   static void finished(TaskBase* base, std::uint32_t outcome) noexcept {
