@@ -153,7 +153,8 @@ class PoolCore {
   // (idle, or waiting for its family) is told again.
   void put_back(Worker& worker, TaskBase* task) noexcept {
     const TaskId family = task->family_;  // pushed, it may be stolen and go
-    worker.deque.push(task);
+    // Failing to grow the deque, the injection queue takes it (see enqueue).
+    if (!worker.deque.try_push(task)) injection_.push(task);
     announce(family);
   }
   void wake_helpers() noexcept {
@@ -249,7 +250,7 @@ class PoolCore {
   // Destroys a task never accepted, with its callable (a submission that
   // could not get what it needs).
   static void discard(TaskBase* task) noexcept;
-  void enqueue(TaskBase* task);
+  void enqueue(TaskBase* task) noexcept;
   // Links the task to its options' token and to its second origin, if any
   // (a set's token); a link that fires meanwhile leaves it dropped.
   void link_origins(TaskBase* task, CancelState* parent, const Placement& placement);

@@ -210,11 +210,10 @@ void PoolCore::discard(TaskBase* task) noexcept {
   task->ops()->destroy(task);
 }
 
-void PoolCore::enqueue(TaskBase* task) {
-  if (is_own_worker()) {
-    this_worker->deque.push(task);
-    return;
-  }
+void PoolCore::enqueue(TaskBase* task) noexcept {
+  // A worker's deque that cannot grow for lack of memory: the injection
+  // queue is intrusive and takes the accepted task without allocating.
+  if (is_own_worker() && this_worker->deque.try_push(task)) return;
   injection_.push(task);
 }
 

@@ -36,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "quell/detail/config.hpp"
@@ -56,19 +57,30 @@ class WorkDeque {
   WorkDeque(const WorkDeque&) = delete;
   WorkDeque& operator=(const WorkDeque&) = delete;
 
-  // Owner only.
+  // Owner only. Throws std::bad_alloc, with the deque unchanged, if it must
+  // grow and cannot.
   void push(T item) {
+    if (!try_push(item)) throw std::bad_alloc();
+  }
+
+  // Owner only. False, with the deque unchanged, if it must grow and cannot:
+  // the caller queues the item elsewhere (a task accepted must not be lost).
+  bool try_push(T item) noexcept {
     const std::int64_t bottom = bottom_.load(std::memory_order_relaxed);
     // Acquire: pairs with the thieves' CAS on top_, so a slot they emptied is
     // not overwritten before they read it.
     const std::int64_t top = top_.load(std::memory_order_acquire);
     Buffer* buffer = buffer_.load(std::memory_order_relaxed);
     QUELL_INVARIANT(D1, top <= bottom);  // no pop runs now, and thieves never pass bottom_
-    if (bottom - top >= static_cast<std::int64_t>(buffer->size)) buffer = grow(buffer, top, bottom);
+    if (bottom - top >= static_cast<std::int64_t>(buffer->size)) {
+      buffer = grow(buffer, top, bottom);
+      if (buffer == nullptr) return false;
+    }
     buffer->at(bottom).store(item, std::memory_order_relaxed);
     // Release: publishes the slot (and everything before push) to the
     // acquire (seq_cst) load of bottom_ in steal().
     bottom_.store(bottom + 1, std::memory_order_release);
+    return true;
   }
 
   // Owner only. The most recently pushed item, or nullptr if empty.
@@ -139,9 +151,15 @@ class WorkDeque {
     std::unique_ptr<std::atomic<T>[]> slots;
   };
 
-  Buffer* grow(Buffer* old, std::int64_t top, std::int64_t bottom) {
-    buffers_.push_back(std::make_unique<Buffer>(old->size * 2));
-    Buffer* bigger = buffers_.back().get();
+  // The new buffer, or null (nothing changed) if it cannot be allocated.
+  Buffer* grow(Buffer* old, std::int64_t top, std::int64_t bottom) noexcept {
+    Buffer* bigger = nullptr;
+    try {
+      buffers_.push_back(std::make_unique<Buffer>(old->size * 2));
+      bigger = buffers_.back().get();
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
     for (std::int64_t i = top; i < bottom; ++i) {
       bigger->at(i).store(old->at(i).load(std::memory_order_relaxed), std::memory_order_relaxed);
     }

@@ -809,6 +809,50 @@ class ThisTaskTrial : public PoolTrial {
   std::optional<Future<int>> future_;
 };
 
+// A submission from a worker whose deque is full, so that it must grow: the
+// task is accepted before it is queued, so a deque that cannot grow must not
+// lose it (it goes to the pool's intrusive injection queue instead). One
+// worker, so no thief empties the deque; the fillers run after the trial.
+class WorkerSubmitTrial : public PoolTrial {
+ public:
+  static constexpr int kFill = 256;  // the deque's first capacity
+
+  WorkerSubmitTrial() : PoolTrial(1) { runs_ = -1; }
+
+  void prepare() override {
+    parent_.emplace(pool_->submit([this] {
+      for (int i = 0; i < kFill; ++i) fillers_.push_back(pool_->submit([] {}));
+      filled_.count_down();
+      gate_.wait();
+      try {
+        future_.emplace(pool_->submit(task_body()));
+      } catch (const std::bad_alloc&) {
+        threw_ = true;
+      }
+      done_.count_down();
+    }));
+    filled_.wait();
+  }
+
+  void run() override {
+    gate_.count_down();
+    done_.wait();
+    if (threw_) throw std::bad_alloc();
+  }
+
+ private:
+  void verify(const Outcome& outcome, Report& report) override {
+    if (outcome.completed) verify_future(*future_, TaskStatus::completed, report);
+  }
+
+  std::latch filled_{1};
+  std::latch done_{1};
+  bool threw_ = false;
+  std::vector<Future<void>> fillers_;
+  std::optional<Future<void>> parent_;
+  std::optional<Future<int>> future_;
+};
+
 // Future's waits and get() on a task held back until the trial, armed.
 class FutureWaitTrial : public PoolTrial {
  public:
@@ -1219,6 +1263,8 @@ const Operation kOperations[] = {
      make<ScopeTrial, ScopeForm::child_spawn>},
     {"group_submit", "TaskGroup::submit()", make<GroupTrial, false>},
     {"group_submit_timeout", "TaskGroup::submit(timeout)", make<GroupTrial, true>},
+    {"worker_submit_grow", "submit() on a worker, deque full",
+     make<WorkerSubmitTrial>},
     {"periodic_construct", "PeriodicTask()", make<PeriodicTrial, PeriodicForm::construct>},
     {"periodic_construct_token", "PeriodicTask(token)",
      make<PeriodicTrial, PeriodicForm::construct_token>},
