@@ -69,7 +69,9 @@ class PeriodicFn final : public PeriodicBody {
 class PeriodicTask {
  public:
   // f() or f(CancellationToken). The first tick runs one interval from now.
-  // A non-positive interval throws std::invalid_argument.
+  // A non-positive interval throws std::invalid_argument; std::bad_alloc and
+  // what copying or moving f throws may be thrown too. Strong guarantee:
+  // nothing is scheduled then, and no copy of f is kept.
   template <class F>
   PeriodicTask(ThreadPool& pool, std::chrono::steady_clock::duration interval, F&& f,
                const TaskOptions& options = {})
@@ -84,12 +86,14 @@ class PeriodicTask {
   PeriodicTask(const PeriodicTask&) = delete;
   PeriodicTask& operator=(const PeriodicTask&) = delete;
 
-  // stop(), join(), and the callable destroyed.
+  // stop(), join(), and the callable destroyed. Never throws; destroyed from
+  // its own tick, it terminates (join() would throw).
   ~PeriodicTask();
 
   // No more ticks; the running tick's token is cancelled. Does not wait.
   void stop() noexcept;
-  // Waits for the tick in flight, if any.
+  // Waits for the tick in flight, if any. From the tick itself, throws
+  // std::logic_error and does nothing; otherwise never throws.
   void join();
   // False once stopped (by stop(), the options' token, or the pool's shutdown).
   bool running() const noexcept;
