@@ -85,7 +85,7 @@ class CancellationToken {
   // CancelReason::none until cancelled; then the first request's reason.
   CancelReason reason() const noexcept { return static_cast<CancelReason>(state_->reason()); }
 
-  // Throws OperationCancelled if cancelled.
+  // Throws OperationCancelled if cancelled, and nothing else; changes nothing.
   void throw_if_cancelled() const {
     if (cancelled()) throw OperationCancelled();
   }
@@ -119,7 +119,7 @@ class CancellationToken {
 
 class CancellationSource {
  public:
-  // A fresh state, not cancelled. Allocates once.
+  // A fresh state, not cancelled. Allocates once: throws std::bad_alloc.
   CancellationSource() : state_(detail::CancelState::create()) {}
   CancellationSource(const CancellationSource& other) noexcept : state_(other.state_) {
     if (state_ != nullptr) state_->add_source_ref();
@@ -146,6 +146,7 @@ class CancellationSource {
   // Cancels the state with `why` (none counts as requested) and runs every
   // registered callback inline before returning. True only for the call
   // that made the request; false for later calls and for a moved-from source.
+  // Never throws: a callback that throws terminates (see CancellationCallback).
   bool request_cancel(CancelReason why = CancelReason::requested) noexcept {
     if (why == CancelReason::none) why = CancelReason::requested;
     return state_ != nullptr && state_->request_cancel(static_cast<std::uint64_t>(why));
@@ -155,6 +156,8 @@ class CancellationSource {
   bool is_cancelled() const noexcept { return cancelled(); }
 
   // A fresh, unlinked state; tokens taken earlier keep the old one.
+  // Strong guarantee: the fresh state is allocated first, so on
+  // std::bad_alloc the source keeps its old state.
   void reset() {
     detail::CancelState* fresh = detail::CancelState::create();
     release();
@@ -167,6 +170,9 @@ class CancellationSource {
   // A source cancelled when any parent is (at once if one already is), with
   // that parent's reason. It can also be cancelled on its own, which does not
   // touch the parents. linked({}) is a plain fresh source.
+  // Strong guarantee: the state and its links are one allocation, made before
+  // anything registers on a parent, so std::bad_alloc leaves the parents as
+  // they were.
   static CancellationSource linked(std::initializer_list<CancellationToken> parents);
 
  private:
@@ -194,6 +200,10 @@ class CancellationSource {
 //
 // The callback runs in a noexcept context: if it throws, std::terminate.
 // Not copyable or movable: its address is registered in the state.
+//
+// Exceptions: the constructor throws only what constructing F from `fn`
+// throws, before anything is registered (strong guarantee); registering
+// allocates nothing. The destructor never throws (it may block, as above).
 template <class F>
 class CancellationCallback : private detail::CallbackNode {
   static_assert(std::is_object_v<F> && !std::is_array_v<F>, "F must be a decayed callable type");

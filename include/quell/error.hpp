@@ -32,6 +32,8 @@ enum class Errc {
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;
 
+// Its constructors are std::system_error's: they may throw std::bad_alloc
+// (building what()), and nothing else.
 class TaskError : public std::system_error {
  public:
   using system_error::system_error;
@@ -39,6 +41,7 @@ class TaskError : public std::system_error {
 
 class OperationCancelled : public TaskError {
  public:
+  // May throw std::bad_alloc, as TaskError's constructors.
   OperationCancelled();
 };
 

@@ -77,6 +77,9 @@ class Future {
   TaskId id() const noexcept { return task_ != nullptr ? task_->id_ : 0; }
   bool ready() const noexcept { return task_ != nullptr && task_->ready(); }
 
+  // The waits throw TaskError(Errc::no_state) on a default future, and
+  // nothing else: a task that a wait runs meanwhile (on a worker) keeps its
+  // exception in its own future.
   void wait() const { detail::task_wait(checked()); }
 
   template <class Rep, class Period>
@@ -112,6 +115,12 @@ class Future {
     return detail::task_wait_or_stop(checked(), stop);
   }
 
+  // Waits, then hands the outcome over once: the value, or the task's
+  // exception, OperationCancelled, or TaskError (timed_out, rejected).
+  // TaskError(no_state) on a default future, and TaskError(already_retrieved)
+  // on a second call, change nothing. Otherwise the outcome is consumed
+  // whether get() returns or throws: if moving the value out throws, that
+  // exception propagates and the value is lost (basic guarantee).
   T get() {
     detail::TaskSlot<T>* task = checked();
     if (retrieved_) throw TaskError(make_error_code(Errc::already_retrieved));

@@ -7,10 +7,13 @@
 // scheduled when the previous one ends, at the first slot still ahead; the
 // slots passed over (the tick overran, or the pool or timer ran late) are
 // counted in skipped_ticks(), with no catch-up burst. So is the slot of a
-// tick that never ran because the pool rejected it (a full queue) or its
-// own timeout passed while it was queued: the schedule goes on. A tick that throws is
-// counted in failed_ticks() and the schedule goes on; one that exits with
-// OperationCancelled is not a failure.
+// tick that never ran because the pool rejected it (a full queue), its own
+// timeout passed while it was queued, or there was no memory for it (a
+// tick's task block is recycled on the timer thread, and comes from the
+// heap only when none is free; a deadline or timeout adds a timer entry):
+// the schedule goes on. A tick that throws is counted in failed_ticks() and
+// the schedule goes on; one that exits with OperationCancelled is not a
+// failure.
 //
 // Each tick is a pool task with the options given (priority, a timeout per
 // tick) and a token cancelled by stop(), by the options' token and by a
@@ -66,7 +69,9 @@ class PeriodicFn final : public PeriodicBody {
 class PeriodicTask {
  public:
   // f() or f(CancellationToken). The first tick runs one interval from now.
-  // A non-positive interval throws std::invalid_argument.
+  // A non-positive interval throws std::invalid_argument; std::bad_alloc and
+  // what copying or moving f throws may be thrown too. Strong guarantee:
+  // nothing is scheduled then, and no copy of f is kept.
   template <class F>
   PeriodicTask(ThreadPool& pool, std::chrono::steady_clock::duration interval, F&& f,
                const TaskOptions& options = {})
@@ -81,12 +86,14 @@ class PeriodicTask {
   PeriodicTask(const PeriodicTask&) = delete;
   PeriodicTask& operator=(const PeriodicTask&) = delete;
 
-  // stop(), join(), and the callable destroyed.
+  // stop(), join(), and the callable destroyed. Never throws; destroyed from
+  // its own tick, it terminates (join() would throw).
   ~PeriodicTask();
 
   // No more ticks; the running tick's token is cancelled. Does not wait.
   void stop() noexcept;
-  // Waits for the tick in flight, if any.
+  // Waits for the tick in flight, if any. From the tick itself, throws
+  // std::logic_error and does nothing; otherwise never throws.
   void join();
   // False once stopped (by stop(), the options' token, or the pool's shutdown).
   bool running() const noexcept;

@@ -39,6 +39,7 @@ namespace quell {
 
 class Scope {
  public:
+  // Both constructors throw std::bad_alloc (the scope's cancellation state).
   explicit Scope(ThreadPool& pool)
       : set_(detail::PoolAccess::core(pool), CancellationSource(), /*fail_fast=*/true) {}
   // A child on the parent's pool, cancelled when the parent is (same reason).
@@ -57,6 +58,13 @@ class Scope {
   // scope is closed or cancelled, or the pool rejects the task. A task whose
   // options' token is already cancelled is accepted (true) and resolved
   // cancelled.
+  // Strong guarantee: when it throws (std::bad_alloc, or copying or moving
+  // f), nothing is spawned or counted and no copy of f is kept. No
+  // guarantee on one of the pool's own workers whose deque must grow (see
+  // ThreadPool::submit()): the lost task stays linked to the scope, so a
+  // later drop (cancel(), a failure, its token or deadline) counts it out a
+  // second time, and wait() may return early, or never; a drop after the
+  // scope is gone touches freed memory.
   template <class F>
   bool spawn(F&& f, const TaskOptions& options = {}) {
     // Acquire: pairs with close()'s release; a task that saw it closed
@@ -77,7 +85,7 @@ class Scope {
 
   // Until every spawned task is terminal; then rethrows the first failure.
   // May be called again (after a failure, each call rethrows it); does not
-  // close the scope.
+  // close the scope. Throws nothing else.
   void wait() {
     set_.wait();
     if (std::exception_ptr failure = set_.failure()) std::rethrow_exception(failure);

@@ -34,6 +34,7 @@ namespace quell {
 
 class TaskGroup {
  public:
+  // Throws std::bad_alloc (the group's cancellation state).
   explicit TaskGroup(ThreadPool& pool)
       : set_(detail::PoolAccess::core(pool), CancellationSource(), /*fail_fast=*/false) {}
 
@@ -41,13 +42,20 @@ class TaskGroup {
   TaskGroup& operator=(const TaskGroup&) = delete;
 
   // Cancels what has not started (running tasks see their token cancelled)
-  // and waits for the rest.
+  // and waits for the rest. Never throws.
   ~TaskGroup() {
     cancel();
     set_.wait();
   }
 
   // As ThreadPool::submit(); a rejected task's future is ready (rejected).
+  // Basic guarantee only: when it throws (std::bad_alloc, or copying or
+  // moving f), nothing is queued or registered, but size() has already
+  // counted the submission. No guarantee on one of the pool's own workers
+  // whose deque must grow (see ThreadPool::submit()): the lost task also
+  // stays linked to the group, so a later drop (cancel(), the destructor,
+  // its token or deadline) counts it out a second time: a wait may then
+  // return early, or never.
   template <class F>
   auto submit(F&& f, const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {
@@ -64,9 +72,10 @@ class TaskGroup {
   bool cancelled() const noexcept { return set_.source().cancelled(); }
   CancellationToken cancellation_token() const noexcept { return set_.source().token(); }
 
-  // Until every task of the group is terminal.
+  // Until every task of the group is terminal. Never throws.
   void wait() { set_.wait(); }
-  // wait(), then rethrows the first failure, if any.
+  // wait(), then rethrows the first failure, if any (again at each call);
+  // throws nothing else.
   void wait_and_rethrow() {
     set_.wait();
     if (std::exception_ptr failure = set_.failure()) std::rethrow_exception(failure);

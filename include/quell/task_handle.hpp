@@ -25,6 +25,8 @@ namespace quell {
 template <class T>
 class TaskHandle {
  public:
+  // No task: cancel() returns false, and the waits and get() throw
+  // TaskError(Errc::no_state), as a default Future's.
   TaskHandle() noexcept = default;
 
   TaskId id() const noexcept { return future_.id(); }
@@ -32,6 +34,7 @@ class TaskHandle {
   bool cancelled() const noexcept { return source_.cancelled(); }
   CancellationToken token() const noexcept { return source_.token(); }
 
+  // As the Future's, exceptions included.
   void wait() const { future_.wait(); }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {

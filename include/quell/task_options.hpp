@@ -22,6 +22,7 @@ class TaskOptions {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // The setters never throw: they move a token and store plain values.
   TaskOptions& set_cancellation(CancellationToken token) {
     token_ = std::move(token);
     return *this;

@@ -9,7 +9,7 @@
 // A status other than queued and running is terminal: it never changes
 // again. result() is TaskResult::none until the status is terminal.
 //
-// Thread safety: plain enums and pure functions.
+// Thread safety: plain enums and pure functions, none of which throws.
 
 #include <cstdint>
 

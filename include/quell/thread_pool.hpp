@@ -75,9 +75,15 @@ struct ThreadPoolStats {
 
 class ThreadPool {
  public:
+  // Each constructor throws std::invalid_argument for a thread_count of 0
+  // (ThreadPool() asks for at least 1), std::system_error if a worker or the
+  // timer thread cannot start, std::bad_alloc (std::length_error for a count
+  // no vector can hold); always after joining the threads it started.
   ThreadPool();
   explicit ThreadPool(std::size_t thread_count);
   explicit ThreadPool(ThreadPoolConfig config);
+  // shutdown(), then frees the pool. Never throws; called from one of the
+  // pool's own workers, it terminates.
   ~ThreadPool();
 
   ThreadPool(const ThreadPool&) = delete;
@@ -87,6 +93,19 @@ class ThreadPool {
   // both are); R is its decayed result type. The options are taken by
   // reference: a copy would copy the token, two atomic operations on a
   // state that every task sharing the token contends for.
+  //
+  // Exceptions of submit(), handle(), submit_after(), submit_at() and post():
+  // std::bad_alloc (the task's block; a timer entry for a deadline, timeout
+  // or delayed start), or what copying or moving f into the task throws.
+  // Strong guarantee: nothing is counted, queued or registered, and no copy
+  // of f is kept (an f passed as an rvalue may have been moved from). A
+  // rejection is no exception: the future is ready (rejected), or post()
+  // returns false.
+  // Except in one case, which gives no guarantee: on one of this pool's own
+  // workers, a full deque grows after the task was accepted; if that throws
+  // std::bad_alloc, the task is left accepted but in no queue: it never
+  // runs, its block leaks, and wait_idle() and shutdown() wait for it until
+  // its token or deadline drops it.
   template <class F>
   auto submit(F&& f, const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {
@@ -140,9 +159,11 @@ class ThreadPool {
   // Stops intake (later submissions are rejected), then runs (drain) or
   // drops (cancel) what is queued, cancels running tasks' tokens (cancel),
   // waits for every task to end and joins the workers. Idempotent.
+  // Called from one of the pool's own workers, throws std::logic_error and
+  // does nothing; otherwise never throws.
   void shutdown();
 
-  // Blocks until nothing is queued or running.
+  // Blocks until nothing is queued or running. Throws as shutdown() does.
   void wait_idle();
 
   std::size_t thread_count() const noexcept;

@@ -59,17 +59,21 @@
 namespace quell {
 
 // Sleeps until `deadline`; true if it passed, false if `token` was cancelled
-// first. time_point::max() sleeps until cancelled.
+// first. time_point::max() sleeps until cancelled. Never throws: it
+// allocates nothing.
 bool sleep_until(std::chrono::steady_clock::time_point deadline, const CancellationToken& token);
 
 // sleep_until(now + duration); a duration too large for the clock saturates
-// to time_point::max() rather than overflow.
+// to time_point::max() rather than overflow. Never throws.
 bool sleep_for(std::chrono::steady_clock::duration duration, const CancellationToken& token);
 
 // Waits on `cv` with `lock` held on entry and on return, until pred() holds
 // (returns true) or `token` is cancelled (returns pred()). As for the
 // standard overload, pred() is called with `lock` held, and a notify that
 // leaves pred() false goes back to waiting.
+// Throws std::bad_alloc for the bridge's stop state, before any wait (no
+// effect), and whatever pred() throws, as the standard overload does;
+// `lock` is held whenever it returns or throws.
 template <class Lock, class Pred>
 bool wait(std::condition_variable_any& cv, Lock& lock, const CancellationToken& token, Pred pred) {
   if (!token.can_cancel()) {
