@@ -118,9 +118,10 @@ class Future {
   // Waits, then hands the outcome over once: the value, or the task's
   // exception, OperationCancelled, or TaskError (timed_out, rejected).
   // TaskError(no_state) on a default future, and TaskError(already_retrieved)
-  // on a second call, change nothing. Otherwise the outcome is consumed
-  // whether get() returns or throws: if moving the value out throws, that
-  // exception propagates and the value is lost (basic guarantee).
+  // on a second call, change nothing; nor does std::bad_alloc building the
+  // exception to throw (the next get() tries again). Otherwise the outcome
+  // is consumed whether get() returns or throws: if moving the value out
+  // throws, that exception propagates and the value is lost (basic guarantee).
   T get() {
     detail::TaskSlot<T>* task = checked();
     if (retrieved_) throw TaskError(make_error_code(Errc::already_retrieved));

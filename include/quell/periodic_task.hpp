@@ -6,14 +6,14 @@
 // never accumulates (no drift). Ticks never overlap: the next tick is
 // scheduled when the previous one ends, at the first slot still ahead; the
 // slots passed over (the tick overran, or the pool or timer ran late) are
-// counted in skipped_ticks(), with no catch-up burst. So is the slot of a
-// tick that never ran because the pool rejected it (a full queue), its own
-// timeout passed while it was queued, or there was no memory for it (a
-// tick's task block is recycled on the timer thread, and comes from the
-// heap only when none is free; a deadline or timeout adds a timer entry):
-// the schedule goes on. A tick that throws is counted in failed_ticks() and
-// the schedule goes on; one that exits with OperationCancelled is not a
-// failure.
+// counted in skipped_ticks() as they pass, with no catch-up burst. So is the
+// slot of a tick that never ran because the pool rejected it (a full queue)
+// or its own timeout passed while it was queued: the schedule goes on. Ticks
+// allocate nothing (their task blocks are the schedule's, made with it),
+// except a timer entry per tick when the options carry a deadline or a
+// timeout; a tick that cannot have one skips its slot. A tick that throws is
+// counted in failed_ticks() and the schedule goes on; one that exits with
+// OperationCancelled is not a failure.
 //
 // Each tick is a pool task with the options given (priority, a timeout per
 // tick) and a token cancelled by stop(), by the options' token and by a

@@ -59,12 +59,7 @@ class Scope {
   // options' token is already cancelled is accepted (true) and resolved
   // cancelled.
   // Strong guarantee: when it throws (std::bad_alloc, or copying or moving
-  // f), nothing is spawned or counted and no copy of f is kept. No
-  // guarantee on one of the pool's own workers whose deque must grow (see
-  // ThreadPool::submit()): the lost task stays linked to the scope, so a
-  // later drop (cancel(), a failure, its token or deadline) counts it out a
-  // second time, and wait() may return early, or never; a drop after the
-  // scope is gone touches freed memory.
+  // f), nothing is spawned or counted and no copy of f is kept.
   template <class F>
   bool spawn(F&& f, const TaskOptions& options = {}) {
     // Acquire: pairs with close()'s release; a task that saw it closed

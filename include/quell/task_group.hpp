@@ -49,13 +49,8 @@ class TaskGroup {
   }
 
   // As ThreadPool::submit(); a rejected task's future is ready (rejected).
-  // Basic guarantee only: when it throws (std::bad_alloc, or copying or
-  // moving f), nothing is queued or registered, but size() has already
-  // counted the submission. No guarantee on one of the pool's own workers
-  // whose deque must grow (see ThreadPool::submit()): the lost task also
-  // stays linked to the group, so a later drop (cancel(), the destructor,
-  // its token or deadline) counts it out a second time: a wait may then
-  // return early, or never.
+  // Strong guarantee: when it throws (std::bad_alloc, or copying or moving
+  // f), nothing is queued, registered or counted (size() included).
   template <class F>
   auto submit(F&& f, const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {

@@ -101,11 +101,9 @@ class ThreadPool {
   // of f is kept (an f passed as an rvalue may have been moved from). A
   // rejection is no exception: the future is ready (rejected), or post()
   // returns false.
-  // Except in one case, which gives no guarantee: on one of this pool's own
-  // workers, a full deque grows after the task was accepted; if that throws
-  // std::bad_alloc, the task is left accepted but in no queue: it never
-  // runs, its block leaks, and wait_idle() and shutdown() wait for it until
-  // its token or deadline drops it.
+  // Nothing can fail once a task is accepted: on one of this pool's own
+  // workers, a full deque that cannot grow hands the task to the pool's
+  // shared queue, which allocates nothing.
   template <class F>
   auto submit(F&& f, const TaskOptions& options = {})
       -> Future<detail::TaskResultOf<std::decay_t<F>>> {
