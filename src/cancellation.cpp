@@ -167,6 +167,13 @@ void CancelState::deregister_taken(CallbackNode* node) noexcept {
   if (unlock(kRef)) destroy();
 }
 
+namespace {
+// I7: the linked states this thread is destroying, and whether a destroy()
+// further up its stack is emptying the list.
+thread_local CancelState* dead_states = nullptr;
+thread_local bool destroying_links = false;
+}  // namespace
+
 void CancelState::destroy() noexcept {
   if (hooks_ != nullptr) {
     hooks_->destroy(this);
@@ -177,11 +184,24 @@ void CancelState::destroy() noexcept {
     ::operator delete(static_cast<void*>(this));
     return;
   }
+  next_dead_ = dead_states;
+  dead_states = this;
+  if (destroying_links) return;  // the loop below, further up, destroys it
+  destroying_links = true;
+  while (CancelState* state = dead_states) {
+    dead_states = state->next_dead_;
+    state->destroy_links();
+  }
+  destroying_links = false;
+}
+
+void CancelState::destroy_links() noexcept {
   CancelLink* first = links();
   for (std::uint32_t i = 0; i < link_count_; ++i) {
     // Waits for this link's callback if it is running on another thread;
     // that callback's try_add_ref() fails (our count is zero), so it returns
-    // promptly. Drops the reference the link held on its parent.
+    // promptly. Drops the reference the link held on its parent: a linked
+    // parent whose last reference that was joins the list (I7).
     first[i].detach();
     first[i].~CancelLink();
   }

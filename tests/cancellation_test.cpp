@@ -535,6 +535,19 @@ TEST(LinkedSource, LinkedToTheSameParentTwiceFiresOnce) {
   EXPECT_EQ(calls, 1);
 }
 
+// §12: each linked state holds its parent, so dropping the youngest of a
+// chain frees every level. Before the destroy list (I7) each level was a
+// nested call, and a chain this deep overflowed the stack.
+TEST(LinkedSource, AChainAMillionDeepIsDestroyedInConstantStack) {
+  constexpr int kDepth = 1'000'000;
+  CancellationSource root;  // keeps every link able to fire, so none is skipped
+  CancellationSource tail = root;
+  for (int i = 0; i < kDepth; ++i) tail = CancellationSource::linked({tail.token()});
+  EXPECT_TRUE(tail.token().can_cancel());
+  tail = CancellationSource();  // frees the whole chain
+  EXPECT_FALSE(root.cancelled());
+}
+
 TEST(LinkedSource, ManyParentsEachCanCancel) {
   constexpr int kParents = 20;
   for (int which = 0; which < kParents; ++which) {

@@ -38,6 +38,12 @@
 //       waiter can leave without being woken). So the state outlives every
 //       wait and every notify.
 //   I6  The state is destroyed by whoever drops the last reference.
+//   I7  A linked state is destroyed through a per-thread list: its links
+//       drop their parents' references, and a parent whose last that was is
+//       queued there (through next_dead_, which requester_ no longer needs)
+//       rather than destroyed in a nested call. The outermost destroy()
+//       on the thread empties the list, so a chain of any depth is
+//       destroyed in constant stack (§12).
 //
 // Ordering
 //   * request_cancel()'s CAS is a release; cancelled() and try_register()
@@ -279,11 +285,15 @@ class CancelState {
   void run_callbacks() noexcept;
   void deregister_taken(CallbackNode* node) noexcept;
   void destroy() noexcept;
+  void destroy_links() noexcept;  // a linked state's, from destroy()'s loop (I7)
 
   std::atomic<std::uint64_t> word_{kRef + kSource};
   CallbackNode* head_ = nullptr;                   // guarded by kLocked
   CallbackNode* running_ = nullptr;                // guarded by kLocked
-  const void* requester_ = nullptr;                // guarded by kLocked; set when callbacks run
+  union {
+    const void* requester_ = nullptr;  // guarded by kLocked; set when callbacks run
+    CancelState* next_dead_;           // I7: the destroy list's link, once unreferenced
+  };
   const StateHooks* hooks_ = nullptr;              // immutable; null for a plain state
   std::atomic<std::uint32_t> done_epoch_{0};       // bumped when a waited-for callback returns
   bool done_waiter_ = false;                       // guarded by kLocked
