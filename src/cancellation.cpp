@@ -1,6 +1,9 @@
 #include "quell/cancellation.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <new>
+#include <stdexcept>
 
 #include "fast_tls.hpp"
 #include "quell/detail/config.hpp"
@@ -47,6 +50,15 @@ const CancelLink* CancelState::links() const noexcept {
   return reinterpret_cast<const CancelLink*>(this + 1);
 }
 
+void CancelState::references_exhausted() noexcept {
+  std::fputs("quell: a cancellation state has more than 2^32 - 2^16 references\n", stderr);
+  std::abort();
+}
+
+void CancelState::throw_length_error() {
+  throw std::length_error("quell: a cancellation state has too many sources or references");
+}
+
 CancelState* CancelState::create_linked(const CancellationToken* tokens, std::size_t count) {
   const auto parent = [tokens](std::size_t i) { return tokens[i].state_; };
   const auto viable = [](const CancelState* state) {
@@ -60,6 +72,7 @@ CancelState* CancelState::create_linked(const CancellationToken* tokens, std::si
       state->request_cancel(reason);
       return state;
     }
+    parent(i)->check_room();  // its link will take a reference on it
     ++link_count;
   }
   if (link_count == 0) return create();

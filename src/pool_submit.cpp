@@ -143,6 +143,9 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
   std::unique_ptr<TimerEntry, void (*)(TimerEntry*)> deadline_entry(nullptr, &free_timer_entry);
   std::unique_ptr<TimerEntry, void (*)(TimerEntry*)> start_entry(nullptr, &free_timer_entry);
   try {
+    // Each origin link will take a reference on its state (§12 limits).
+    StateAccess::state(options.cancellation())->check_room();
+    if (placement.extra_state != nullptr) placement.extra_state->check_room();
     if (timed) deadline_entry.reset(new_timer_entry(deadline_timer, task));
     if (delayed) start_entry.reset(new_timer_entry(start_timer, task));
   } catch (...) {

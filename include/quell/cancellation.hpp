@@ -14,7 +14,15 @@
 //
 // Lifetime: a state lives as long as any source, token or registered callback
 // refers to it. A linked source's state keeps its parents alive and stays
-// registered on them until its last source, token and callback are gone.
+// registered on them until its last source, token and callback are gone. A
+// chain of linked sources of any depth is freed without recursion.
+//
+// Limits: the counts of a state never wrap. A state has at most 2^24 sources
+// and 2^31 references (tokens, callbacks, links from linked sources, tasks
+// submitted with its token) for the operations that may throw: past them,
+// copying a source, linked() and a submission throw std::length_error and
+// change nothing. Copying a token, token() and registering a callback are
+// nothrow; they abort rather than wrap, and only past 2^32 - 2^16 references.
 //
 // Thread safety: thread-safe. Distinct objects sharing one state may be used
 // from any threads at once; one object is thread-compatible (const members
@@ -121,12 +129,14 @@ class CancellationSource {
  public:
   // A fresh state, not cancelled. Allocates once: throws std::bad_alloc.
   CancellationSource() : state_(detail::CancelState::create()) {}
-  CancellationSource(const CancellationSource& other) noexcept : state_(other.state_) {
+  // Throws std::length_error, with no effect, past 2^24 sources of a state.
+  CancellationSource(const CancellationSource& other) : state_(other.state_) {
     if (state_ != nullptr) state_->add_source_ref();
   }
   CancellationSource(CancellationSource&& other) noexcept
       : state_(std::exchange(other.state_, nullptr)) {}
-  CancellationSource& operator=(const CancellationSource& other) noexcept {
+  // Strong guarantee: as the copy constructor.
+  CancellationSource& operator=(const CancellationSource& other) {
     CancellationSource(other).swap(*this);
     return *this;
   }
@@ -169,7 +179,8 @@ class CancellationSource {
 
   // A source cancelled when any parent is (at once if one already is), with
   // that parent's reason. It can also be cancelled on its own, which does not
-  // touch the parents. linked({}) is a plain fresh source.
+  // touch the parents. linked({}) is a plain fresh source. Throws
+  // std::length_error, with no effect, if a parent has 2^31 references.
   // Strong guarantee: the state and its links are one allocation, made before
   // anything registers on a parent, so std::bad_alloc leaves the parents as
   // they were.

@@ -105,6 +105,17 @@ class CancelState {
   static constexpr std::uint64_t kSourceMask = 0xFFFF'FFFFu & ~(kSource - 1);
   static constexpr std::uint64_t kRef = std::uint64_t{1} << 32;
 
+  // Counts never wrap (§12). Copying a source, linked() and a submission
+  // with a token check first and throw std::length_error, changing nothing,
+  // once the state has kMaxSources sources or kMaxRefs references. Copying a
+  // token, token() and registering a callback may not throw (P2300): they
+  // terminate instead, and only past kRefCapacity, the room the word keeps
+  // above kMaxRefs for them (2^31 more tokens: 16 GiB of them). The margins
+  // above both limits also absorb threads that pass a check together.
+  static constexpr std::uint64_t kMaxSources = std::uint64_t{1} << 24;
+  static constexpr std::uint64_t kMaxRefs = std::uint64_t{1} << 31;
+  static constexpr std::uint64_t kRefCapacity = (std::uint64_t{1} << 32) - (1u << 16);
+
   struct NeverTag {};
   // The state of never_cancelled (below): no source, no reference counted.
   constexpr explicit CancelState(NeverTag) noexcept : word_(0), link_count_(0) {}
@@ -136,8 +147,27 @@ class CancelState {
 
   // Relaxed: a new reference is made from an existing one, which keeps the
   // state alive; it publishes nothing.
-  void add_token_ref() noexcept { word_.fetch_add(kRef, std::memory_order_relaxed); }
-  void add_source_ref() noexcept { word_.fetch_add(kRef + kSource, std::memory_order_relaxed); }
+  void add_token_ref() noexcept {
+    if (word_.fetch_add(kRef, std::memory_order_relaxed) >= kRefCapacity * kRef) [[unlikely]] {
+      references_exhausted();
+    }
+  }
+  // Throws std::length_error, with no effect, at kMaxSources or kMaxRefs.
+  void add_source_ref() {
+    check_room(kSource);
+    // Relaxed: as add_token_ref().
+    word_.fetch_add(kRef + kSource, std::memory_order_relaxed);
+  }
+  // Throws std::length_error if the state is at kMaxRefs references (or, with
+  // `sources`, at kMaxSources sources). A check, not a reservation: see the
+  // limits above.
+  void check_room(std::uint64_t sources = 0) const {
+    // Relaxed: a snapshot; the margins cover what changes after it.
+    const std::uint64_t word = word_.load(std::memory_order_relaxed);
+    if ((word >> 32) >= kMaxRefs || (sources != 0 && (word & kSourceMask) / kSource >= kMaxSources)) {
+      throw_length_error();
+    }
+  }
   void release_token_ref() noexcept { release(kRef); }
   void release_source_ref() noexcept { release(kRef + kSource); }
 
@@ -186,6 +216,7 @@ class CancelState {
       }
       // Acquire: takes the lock. The failure order is acquire for the same
       // reason as the first load.
+      if (word >= kRefCapacity * kRef) [[unlikely]] references_exhausted();
       if (word_.compare_exchange_weak(word, (word | kLocked) + kRef, std::memory_order_acquire,
                                       std::memory_order_acquire)) {
         break;
@@ -285,6 +316,8 @@ class CancelState {
   void run_callbacks() noexcept;
   void deregister_taken(CallbackNode* node) noexcept;
   void destroy() noexcept;
+  [[noreturn]] static void references_exhausted() noexcept;  // past kRefCapacity: aborts
+  [[noreturn]] static void throw_length_error();
   void destroy_links() noexcept;  // a linked state's, from destroy()'s loop (I7)
 
   std::atomic<std::uint64_t> word_{kRef + kSource};
