@@ -13,9 +13,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-extern char** environ;
+#include "echo_server_process.hpp"
 
 namespace {
 
@@ -39,126 +37,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kGuard = 60s;  // for the server's exit; a socket read waits at most 30 s
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
-// What the server prints last.
-struct Summary {
-  unsigned long long accepted = 0, requests = 0, answered = 0, timed_out = 0, cancelled = 0;
-};
-
-std::optional<Summary> parse_summary(const std::string& line) {
-  Summary s;
-  if (std::sscanf(line.c_str(),
-                  "summary: %llu connections accepted, %llu requests: %llu answered, %llu timed "
-                  "out, %llu cancelled by the shutdown",
-                  &s.accepted, &s.requests, &s.answered, &s.timed_out, &s.cancelled) != 5) {
-    return std::nullopt;
-  }
-  return s;
-}
-
-// The echo server as a child process, its stdout read line by line.
-class ServerProcess {
- public:
-  explicit ServerProcess(std::vector<std::string> args) {
-    const char* path = std::getenv("ECHO_SERVER");
-    if (path == nullptr) throw std::runtime_error("ECHO_SERVER is not set (meson sets it)");
-    int ends[2];
-    if (::pipe2(ends, O_CLOEXEC) < 0) throw std::runtime_error("pipe2");
-    stdout_ = Fd(ends[0]);
-    const Fd write_end(ends[1]);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-    args.insert(args.begin(), path);
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const int error = ::posix_spawn(&pid_, path, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (error != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(error));
-  }
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() {
-    if (pid_ > 0) {  // a failed test: do not leave it running
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  // The port of its "listening on 127.0.0.1:PORT" line; 0 if none came.
-  std::uint16_t port() {
-    const std::optional<std::string> line = read_line(Clock::now() + kGuard);
-    unsigned port = 0;
-    if (!line || std::sscanf(line->c_str(), "listening on 127.0.0.1:%u", &port) != 1) return 0;
-    return static_cast<std::uint16_t>(port);
-  }
-
-  void signal(int number) { ::kill(pid_, number); }
-
-  // Reads its output to the end, then reaps it. Its exit status, or -1 if it
-  // did not exit within the guard (it is then killed).
-  int wait_for_exit() {
-    const Clock::time_point guard = Clock::now() + kGuard;
-    while (std::optional<std::string> line = read_line(guard)) lines_.push_back(std::move(*line));
-    if (Clock::now() >= guard) return -1;
-    int status = 0;
-    ::waitpid(std::exchange(pid_, 0), &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
-  std::optional<Summary> summary() const {
-    return lines_.empty() ? std::nullopt : parse_summary(lines_.back());
-  }
-  std::string output() const {
-    std::string all;
-    for (const std::string& line : lines_) all += line + '\n';
-    return all;
-  }
-
- private:
-  // The next line, or nothing at EOF or when the guard passes.
-  std::optional<std::string> read_line(Clock::time_point guard) {
-    for (;;) {
-      if (const std::size_t end = buffer_.find('\n'); end != std::string::npos) {
-        std::string line = buffer_.substr(0, end);
-        buffer_.erase(0, end + 1);
-        return line;
-      }
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(guard - Clock::now());
-      pollfd readable{stdout_.get(), POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&readable, 1, static_cast<int>(left.count())) == 0) {
-        return std::nullopt;
-      }
-      char chunk[4096];
-      const ssize_t got = ::read(stdout_.get(), chunk, sizeof chunk);
-      if (got <= 0 && !(got < 0 && errno == EINTR)) return std::nullopt;
-      if (got > 0) buffer_.append(chunk, static_cast<std::size_t>(got));
-    }
-  }
-
-  pid_t pid_ = 0;
-  Fd stdout_;
-  std::string buffer_;
-  std::vector<std::string> lines_;
-};
+using quell::test::Fd;
+using quell::test::ServerProcess;
+using quell::test::Summary;
 
 // A blocking client connection; a read waits at most 30 s.
 class Client {
@@ -292,7 +173,7 @@ std::string joined(const std::vector<std::string>& errors) {
 TEST(EchoServer, AnswersEveryConnectionAndOnSigtermClosesEachCleanlyAndExitsZero) {
   // A request deadline longer than the test: no request times out, and the
   // slow one is certainly still running when the SIGTERM comes.
-  ServerProcess server({"--port", "0", "--timeout-ms", "120000"});
+  ServerProcess server({"--port", "0", "--timeout-ms", "120000"}, kGuard);
   const std::uint16_t port = server.port();
   ASSERT_NE(port, 0) << "no \"listening on\" line";
 
@@ -351,7 +232,7 @@ TEST(EchoServer, AnswersEveryConnectionAndOnSigtermClosesEachCleanlyAndExitsZero
 }
 
 TEST(EchoServer, WithSecondsExitsZeroOnItsOwn) {
-  ServerProcess server({"--port", "0", "--seconds", "1"});
+  ServerProcess server({"--port", "0", "--seconds", "1"}, kGuard);
   ASSERT_NE(server.port(), 0);
   ASSERT_EQ(server.wait_for_exit(), 0) << server.output();
   const std::optional<Summary> summary = server.summary();
@@ -360,7 +241,7 @@ TEST(EchoServer, WithSecondsExitsZeroOnItsOwn) {
 }
 
 TEST(EchoServer, ARequestPastItsDeadlineGetsErrTimeoutAndTheConnectionGoesOn) {
-  ServerProcess server({"--port", "0", "--timeout-ms", "300"});
+  ServerProcess server({"--port", "0", "--timeout-ms", "300"}, kGuard);
   const std::uint16_t port = server.port();
   ASSERT_NE(port, 0);
   {
@@ -381,7 +262,7 @@ TEST(EchoServer, ARequestPastItsDeadlineGetsErrTimeoutAndTheConnectionGoesOn) {
 }
 
 TEST(EchoServer, ALineLongerThanTheLimitGetsAnErrorAndAClose) {
-  ServerProcess server({"--port", "0"});
+  ServerProcess server({"--port", "0"}, kGuard);
   const std::uint16_t port = server.port();
   ASSERT_NE(port, 0);
   {

@@ -20,9 +20,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,9 +44,8 @@
 #include <utility>
 #include <vector>
 
+#include "../echo_server_process.hpp"
 #include "../sanitized.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -75,154 +72,9 @@ constexpr std::size_t kFdsPerConnection = 3;
 constexpr std::size_t kServerConnections = 32;
 constexpr std::size_t kRssSlackKib = 4096;  // or a quarter of the warm RSS, if more
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
-// ---- the server ------------------------------------------------------------
-
-// What the server prints last.
-struct Summary {
-  unsigned long long accepted = 0, requests = 0, answered = 0, timed_out = 0, cancelled = 0,
-                     undelivered = 0;
-};
-
-std::optional<Summary> parse_summary(const std::string& line) {
-  Summary s;
-  if (std::sscanf(line.c_str(),
-                  "summary: %llu connections accepted, %llu requests: %llu answered, %llu timed "
-                  "out, %llu cancelled by the shutdown; %llu replies not delivered",
-                  &s.accepted, &s.requests, &s.answered, &s.timed_out, &s.cancelled,
-                  &s.undelivered) != 6) {
-    return std::nullopt;
-  }
-  return s;
-}
-
-// Our environment, with halt_on_error=1 added to TSAN_OPTIONS: a race in the
-// server ends it at the first report, and the run fails on its exit status.
-std::vector<std::string> server_environment() {
-  std::vector<std::string> env;
-  std::string tsan = "TSAN_OPTIONS=";
-  for (char** entry = environ; *entry != nullptr; ++entry) {
-    const std::string_view variable = *entry;
-    if (variable.starts_with(tsan)) {
-      tsan = std::string(variable) + ' ';
-    } else {
-      env.emplace_back(variable);
-    }
-  }
-  env.push_back(tsan + "halt_on_error=1");
-  return env;
-}
-
-// The echo server as a child process, its stdout read line by line.
-class ServerProcess {
- public:
-  explicit ServerProcess(std::vector<std::string> args) {
-    const char* path = std::getenv("ECHO_SERVER");
-    if (path == nullptr) throw std::runtime_error("ECHO_SERVER is not set (meson sets it)");
-    int ends[2];
-    if (::pipe2(ends, O_CLOEXEC) < 0) throw std::runtime_error("pipe2");
-    stdout_ = Fd(ends[0]);
-    const Fd write_end(ends[1]);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-    args.insert(args.begin(), path);
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env = server_environment();
-    std::vector<char*> envp;
-    for (std::string& variable : env) envp.push_back(variable.data());
-    envp.push_back(nullptr);
-    const int error = ::posix_spawn(&pid_, path, &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (error != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(error));
-  }
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() {
-    if (pid_ > 0) {  // a failed test: do not leave it running
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  pid_t pid() const noexcept { return pid_; }
-
-  // The port of its "listening on 127.0.0.1:PORT" line; 0 if none came.
-  std::uint16_t port() {
-    const std::optional<std::string> line = read_line(Clock::now() + kExitGuard);
-    unsigned port = 0;
-    if (!line || std::sscanf(line->c_str(), "listening on 127.0.0.1:%u", &port) != 1) return 0;
-    return static_cast<std::uint16_t>(port);
-  }
-
-  void signal(int number) { ::kill(pid_, number); }
-
-  // Reads its output to the end, then reaps it. Its exit status, or -1 if it
-  // did not exit within the guard (it is then killed) or died of a signal.
-  int wait_for_exit() {
-    const Clock::time_point guard = Clock::now() + kExitGuard;
-    while (std::optional<std::string> line = read_line(guard)) lines_.push_back(std::move(*line));
-    if (Clock::now() >= guard) return -1;
-    int status = 0;
-    ::waitpid(std::exchange(pid_, 0), &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
-  std::optional<Summary> summary() const {
-    return lines_.empty() ? std::nullopt : parse_summary(lines_.back());
-  }
-  std::string last_line() const { return lines_.empty() ? std::string() : lines_.back(); }
-  std::string output() const {
-    std::string all;
-    for (const std::string& line : lines_) all += line + '\n';
-    return all;
-  }
-
- private:
-  // The next line, or nothing at EOF or when the guard passes.
-  std::optional<std::string> read_line(Clock::time_point guard) {
-    for (;;) {
-      if (const std::size_t end = buffer_.find('\n'); end != std::string::npos) {
-        std::string line = buffer_.substr(0, end);
-        buffer_.erase(0, end + 1);
-        return line;
-      }
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(guard - Clock::now());
-      pollfd readable{stdout_.get(), POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&readable, 1, static_cast<int>(left.count())) == 0) {
-        return std::nullopt;
-      }
-      char chunk[4096];
-      const ssize_t got = ::read(stdout_.get(), chunk, sizeof chunk);
-      if (got <= 0 && !(got < 0 && errno == EINTR)) return std::nullopt;
-      if (got > 0) buffer_.append(chunk, static_cast<std::size_t>(got));
-    }
-  }
-
-  pid_t pid_ = 0;
-  Fd stdout_;
-  std::string buffer_;
-  std::vector<std::string> lines_;
-};
+using quell::test::Fd;
+using quell::test::ServerProcess;
+using quell::test::Summary;
 
 // ---- /proc --------------------------------------------------------------------
 
@@ -809,7 +661,7 @@ TEST(EchoSoak, UnderChurnEveryReplyIsRightNothingGrowsAndEachRequestTakenGetsOne
       static_cast<unsigned long long>(base_seed), kClients, kDeadlineMs,
       static_cast<long long>(kWarmUp.count()), kPhases, static_cast<long long>(kPhase.count()));
 
-  ServerProcess server({"--port", "0", "--timeout-ms", std::to_string(kDeadlineMs)});
+  ServerProcess server({"--port", "0", "--timeout-ms", std::to_string(kDeadlineMs)}, kExitGuard);
   const std::uint16_t port = server.port();
   ASSERT_NE(port, 0) << "no \"listening on\" line";
   const ProcSample idle = sample(server.pid());  // the listener is open
