@@ -183,8 +183,8 @@ void CancelState::deregister_taken(CallbackNode* node) noexcept {
 namespace {
 // I7: the linked states this thread is destroying, and whether a destroy()
 // further up its stack is emptying the list.
-thread_local CancelState* dead_states = nullptr;
-thread_local bool destroying_links = false;
+QUELL_FAST_TLS thread_local CancelState* dead_states = nullptr;
+QUELL_FAST_TLS thread_local bool destroying_links = false;
 }  // namespace
 
 void CancelState::destroy() noexcept {
