@@ -5,10 +5,14 @@
 // path comes from ECHO_SERVER, its stdout is read line by line, and its last
 // line is its summary.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +51,27 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// A blocking TCP connection to 127.0.0.1:`port` whose every send and
+// receive gives up after `guard_seconds`; an empty Fd, with errno set, if
+// it cannot be made.
+inline Fd connect_loopback(std::uint16_t port, int guard_seconds) {
+  Fd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (socket.get() < 0) return socket;
+  const timeval guard{guard_seconds, 0};
+  ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+  ::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
+    const int error = errno;
+    socket = Fd();
+    errno = error;  // close() may have changed it
+  }
+  return socket;
+}
 
 // What the server prints last.
 struct Summary {

@@ -46,19 +46,9 @@ class Client {
  public:
   enum class End { eof, reset, other };
 
-  explicit Client(std::uint16_t port) : socket_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    const timeval guard{30, 0};
-    ::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    ::setsockopt(socket_.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(socket_.get(), reinterpret_cast<const sockaddr*>(&address),
-                           sizeof address) == 0;
-  }
+  explicit Client(std::uint16_t port) : socket_(quell::test::connect_loopback(port, 30)) {}
 
-  bool connected() const { return connected_; }
+  bool connected() const { return socket_.get() >= 0; }
 
   bool send(const std::string& data) {
     return ::send(socket_.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
@@ -93,7 +83,6 @@ class Client {
 
  private:
   Fd socket_;
-  bool connected_ = false;
   std::string input_;
   End end_ = End::other;
 };

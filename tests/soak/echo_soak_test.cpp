@@ -143,18 +143,8 @@ class Connection {
 
   // Connected to the server, or nothing with errno set.
   static std::optional<Connection> open(std::uint16_t port) {
-    Fd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    Fd socket = quell::test::connect_loopback(port, kSocketGuardSeconds);
     if (socket.get() < 0) return std::nullopt;
-    const timeval guard{kSocketGuardSeconds, 0};
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
-      return std::nullopt;
-    }
     return Connection(std::move(socket));
   }
 
