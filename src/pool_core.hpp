@@ -129,6 +129,14 @@ inline Worker* helper_in(const PoolCore* pool) noexcept {
   return worker != nullptr && &worker->pool == pool ? worker : nullptr;
 }
 
+// Cancels `task` with `why` and drops the reference the caller held on it
+// (a queue's, a timer entry's, a scan's): a queued task is dropped and
+// resolved here and now (T1); a running one sees its token.
+inline void cancel_and_release(TaskBase* task, CancelReason why) noexcept {
+  task->request_cancel(static_cast<std::uint64_t>(why));
+  task->release_token_ref();
+}
+
 class PoolCore {
  public:
   // Throws std::system_error if a thread cannot be started, after joining

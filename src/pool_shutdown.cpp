@@ -28,8 +28,7 @@ void PoolCore::cancel_running() noexcept {
     scanning_.store(false, std::memory_order_release);
     scanning_.notify_all();
     for (std::size_t i = 0; i < found; ++i) {
-      running[i]->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
-      running[i]->release_token_ref();
+      cancel_and_release(running[i], CancelReason::shutdown);
     }
     if (found < kBatch) return;
   }
@@ -41,16 +40,16 @@ void PoolCore::drop_queued() noexcept {
   // loses the reference. Tasks a busy worker pushed onto its own deque are
   // stolen from it. A task enqueued after this pass (accepted before the
   // shutdown began) is dropped by the worker that takes it (cancelling_).
-  auto take = [](TaskBase* task) {
-    task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
-    task->release_token_ref();
-  };
   unsigned since_lower = 0;
-  while (TaskBase* task = injection_.pop(since_lower)) take(task);
+  while (TaskBase* task = injection_.pop(since_lower)) {
+    cancel_and_release(task, CancelReason::shutdown);
+  }
   for (auto& worker : workers_) {
     for (;;) {
       auto [result, task] = worker->deque.steal();
-      if (result == WorkDeque<TaskBase*>::Steal::taken) take(task);
+      if (result == WorkDeque<TaskBase*>::Steal::taken) {
+        cancel_and_release(task, CancelReason::shutdown);
+      }
       if (result == WorkDeque<TaskBase*>::Steal::empty) break;
     }
   }

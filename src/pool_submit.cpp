@@ -71,8 +71,7 @@ const TimerKind PoolCore::start_timer{
     // tombstone has nothing to cancel.
     [](TimerEntry* entry) noexcept {
       TaskBase* const task = take_target(entry);
-      task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
-      task->release_token_ref();
+      cancel_and_release(task, CancelReason::shutdown);
     },
 };
 
@@ -80,8 +79,7 @@ const TimerKind PoolCore::deadline_timer{
     // Queued: dropped, timed_out. Running: its token fires. Ended: nothing.
     [](TimerEntry* entry) noexcept {
       TaskBase* const task = take_target(entry);
-      task->request_cancel(static_cast<std::uint64_t>(CancelReason::deadline));
-      task->release_token_ref();
+      cancel_and_release(task, CancelReason::deadline);
     },
     [](TimerEntry* entry) noexcept { take_target(entry)->release_token_ref(); },
     [](const TimerEntry* entry) noexcept {
@@ -195,8 +193,7 @@ bool PoolCore::submit(TaskBase* task, const TaskOptions& options, const Placemen
     } else {
       // A shutdown began after we were accepted: resolved as the delayed
       // tasks it found were (cancelled, reason shutdown).
-      task->request_cancel(static_cast<std::uint64_t>(CancelReason::shutdown));
-      task->release_token_ref();
+      cancel_and_release(task, CancelReason::shutdown);
     }
     return true;
   }
