@@ -4,13 +4,10 @@
 
 #include <utility>
 
-#include "quell/detail/config.hpp"
-
 namespace quell::detail {
 namespace {
 // Below this many entries a sweep is not worth its pass.
 constexpr std::size_t kSweepFloor = 64;
-
 }  // namespace
 
 void TimerService::OutList::push_back(TimerEntry* entry) noexcept {
@@ -62,16 +59,21 @@ bool TimerService::add(TimerEntry* entry) noexcept {
   return true;
 }
 
-void TimerService::sweep(OutList& out) noexcept {
+template <class Pick>
+void TimerService::take_if(OutList& out, Pick pick) noexcept {
   for (auto it = set_.begin(); it != set_.end();) {
     TimerEntry& entry = *it;
-    if (entry.kind->dead(&entry)) {
+    if (pick(entry)) {
       it = set_.erase(it);
       out.push_back(&entry);
     } else {
       ++it;
     }
   }
+}
+
+void TimerService::sweep(OutList& out) noexcept {
+  take_if(out, [](const TimerEntry& entry) { return entry.kind->dead(&entry); });
   // Relaxed: a hint; deaths counted after this store are swept next time.
   dead_hint_.store(0, std::memory_order_relaxed);
 }
@@ -109,15 +111,7 @@ void TimerService::close() noexcept {
   {
     std::lock_guard lock(mutex_);
     closed_ = true;
-    for (auto it = set_.begin(); it != set_.end();) {
-      TimerEntry& entry = *it;
-      if (entry.kind->close != nullptr) {
-        it = set_.erase(it);
-        closing.push_back(&entry);
-      } else {
-        ++it;
-      }
-    }
+    take_if(closing, [](const TimerEntry& entry) { return entry.kind->close != nullptr; });
   }
   closing.take_each([](TimerEntry* e) { e->kind->close(e); });
 }
@@ -133,11 +127,7 @@ void TimerService::stop() noexcept {
   if (thread_.joinable()) thread_.join();
   {
     std::lock_guard lock(mutex_);
-    while (!set_.empty()) {
-      TimerEntry& entry = *set_.begin();
-      set_.erase(set_.begin());
-      left.push_back(&entry);
-    }
+    take_if(left, [](const TimerEntry&) { return true; });
   }
   left.take_each([](TimerEntry* e) { e->kind->release(e); });
 }

@@ -114,6 +114,9 @@ class TimerService {
     void take_each(Action action) noexcept;
   };
 
+  // Moves the entries `pick` chooses out of the set onto `out`, in due order.
+  template <class Pick>
+  void take_if(OutList& out, Pick pick) noexcept;
   // Moves the tombstones out of the set onto `out`.
   void sweep(OutList& out) noexcept;
   void run() noexcept;
