@@ -154,17 +154,17 @@ class CancelState {
   }
   // Throws std::length_error, with no effect, at kMaxSources or kMaxRefs.
   void add_source_ref() {
-    check_room(kSource);
+    check_room(true);
     // Relaxed: as add_token_ref().
     word_.fetch_add(kRef + kSource, std::memory_order_relaxed);
   }
-  // Throws std::length_error if the state is at kMaxRefs references (or, with
-  // `sources`, at kMaxSources sources). A check, not a reservation: see the
-  // limits above.
-  void check_room(std::uint64_t sources = 0) const {
+  // Throws std::length_error if the state is at kMaxRefs references (or, for
+  // a new `source`, at kMaxSources sources). A check, not a reservation: see
+  // the limits above.
+  void check_room(bool source = false) const {
     // Relaxed: a snapshot; the margins cover what changes after it.
     const std::uint64_t word = word_.load(std::memory_order_relaxed);
-    if ((word >> 32) >= kMaxRefs || (sources != 0 && (word & kSourceMask) / kSource >= kMaxSources)) {
+    if ((word >> 32) >= kMaxRefs || (source && (word & kSourceMask) / kSource >= kMaxSources)) {
       throw_length_error();
     }
   }
