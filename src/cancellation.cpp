@@ -17,7 +17,12 @@ QUELL_FAST_TLS thread_local char this_thread_tag;
 
 const void* this_thread() noexcept { return &this_thread_tag; }
 
+// Callbacks run_callbacks() is invoking on this thread, nested (R20).
+QUELL_FAST_TLS constinit thread_local unsigned callbacks_running = 0;
+
 }  // namespace
+
+bool in_cancel_callback() noexcept { return callbacks_running != 0; }
 
 void CancelLink::attach(CancelState* parent, CancelState* child) noexcept {
   child_ = child;
@@ -147,7 +152,9 @@ void CancelState::run_callbacks() noexcept {
     node->prev_next_ = nullptr;
     running_ = node;
     unlock(0);
+    ++callbacks_running;
     node->invoke_(node);  // the node may be gone from here on: never touch it again
+    --callbacks_running;
     lock();
     running_ = nullptr;
     if (done_waiter_) {
@@ -161,10 +168,12 @@ void CancelState::run_callbacks() noexcept {
   if (unlock(kRef)) destroy();
 }
 
-void CancelState::deregister_taken(CallbackNode* node) noexcept {
+void CancelState::deregister_taken(CallbackNode* node, bool wait) noexcept {
   // Entered with the lock held, for a node request_cancel() took from the
   // list: its callback has run, or runs now, here or on another thread.
-  if (running_ == node && requester_ != this_thread()) {
+  // run_callbacks() never touches a node after invoking it, so without
+  // `wait` only the reference is left to drop.
+  if (wait && running_ == node && requester_ != this_thread()) {
     // While the lock is held done_epoch_ cannot move: it is bumped under the
     // lock, after running_ is cleared.
     done_waiter_ = true;

@@ -50,7 +50,7 @@ class InjectionQueue {
   InjectionQueue(const InjectionQueue&) = delete;
   InjectionQueue& operator=(const InjectionQueue&) = delete;
 
-  void push(TaskBase* task) noexcept {
+  void push(QueueNode* task) noexcept {
     List& list = lists_[static_cast<std::size_t>(task->priority_)];
     task->queue_next_ = nullptr;
     lock_.lock();
@@ -69,10 +69,10 @@ class InjectionQueue {
   // The next task by priority (high, normal, low; see kLowerEvery), or null.
   // `since_lower` is the caller's count of higher-priority tasks taken since
   // its last lower one.
-  TaskBase* pop(unsigned& since_lower) noexcept {
+  QueueNode* pop(unsigned& since_lower) noexcept {
     if (empty_hint()) return nullptr;
     lock_.lock();
-    TaskBase* task = nullptr;
+    QueueNode* task = nullptr;
     if (since_lower >= kLowerEvery) {
       // Lower work may be waiting behind a stream of higher: take one.
       if ((task = take(TaskPriority::low)) != nullptr ||
@@ -94,13 +94,13 @@ class InjectionQueue {
   // under the lock: only a worker waiting for that family's work calls it,
   // once each time it looks before sleeping, and is woken only when a task
   // of its family is submitted.
-  TaskBase* take_family(TaskId family) noexcept {
+  QueueNode* take_family(TaskId family) noexcept {
     if (empty_hint()) return nullptr;
     lock_.lock();
-    TaskBase* found = nullptr;
+    QueueNode* found = nullptr;
     for (List& list : lists_) {
-      TaskBase* before = nullptr;
-      for (TaskBase* task = list.head; task != nullptr; before = task, task = task->queue_next_) {
+      QueueNode* before = nullptr;
+      for (QueueNode* task = list.head; task != nullptr; before = task, task = task->queue_next_) {
         if (task->family_ != family) continue;
         (before != nullptr ? before->queue_next_ : list.head) = task->queue_next_;
         if (list.tail == task) list.tail = before;
@@ -122,14 +122,14 @@ class InjectionQueue {
 
  private:
   struct List {
-    TaskBase* head = nullptr;  // guarded by lock_
-    TaskBase* tail = nullptr;  // guarded by lock_
+    QueueNode* head = nullptr;  // guarded by lock_
+    QueueNode* tail = nullptr;  // guarded by lock_
   };
 
   // Lock held.
-  TaskBase* take(TaskPriority priority) noexcept {
+  QueueNode* take(TaskPriority priority) noexcept {
     List& list = lists_[static_cast<std::size_t>(priority)];
-    TaskBase* task = list.head;
+    QueueNode* task = list.head;
     if (task == nullptr) return nullptr;
     list.head = task->queue_next_;
     if (list.head == nullptr) list.tail = nullptr;

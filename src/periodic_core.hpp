@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "quell/cancellation.hpp"
+#include "quell/coro.hpp"
 #include "quell/detail/submission.hpp"
 #include "quell/detail/wait_count.hpp"
 #include "quell/periodic_task.hpp"
@@ -76,6 +77,17 @@ class PeriodicCore {
   };
   using TickNode = TaskNode<Tick, void>;
 
+  // A coroutine body's tick (R36): the tick is the task it returns, run as a
+  // root, and it is in flight until that ends (the node keeps CoroTick).
+  struct CoroTick : Tick {
+    explicit CoroTick(Tick&& tick) noexcept : Tick(std::move(tick)) {}
+    // Throws std::bad_alloc (the frame): then the tick never ran (~Tick).
+    Task<void> operator()(CancellationToken token);
+  };
+  using CoroTickNode = TaskNode<CoroTick, void>;
+  // The tick's root: the body's task, with the tick's bookkeeping.
+  Task<void> run_coroutine_tick(CancellationToken token);
+
   // Ticks allocate nothing (§12): a tick's node is placed in one of two
   // blocks of the core.
   //   B1 A block's bit in free_blocks_ is set exactly while no node lives in
@@ -89,7 +101,8 @@ class PeriodicCore {
   // a cancel callback under way) still hold a block. If both are held, the
   // slot is skipped, as for any tick that cannot be posted.
   struct TickBlock {
-    alignas(TickNode) std::byte node[sizeof(TickNode)];
+    alignas(TickNode) alignas(CoroTickNode) std::byte
+        node[sizeof(TickNode) > sizeof(CoroTickNode) ? sizeof(TickNode) : sizeof(CoroTickNode)];
     PeriodicCore* core = nullptr;
     unsigned bit = 0;
   };
@@ -98,6 +111,8 @@ class PeriodicCore {
 
   static const TimerKind timer;
   void run_tick(const CancellationToken& token) noexcept;
+  // What a tick does when its body ends, `failed` or not.
+  void tick_ended(bool failed) noexcept;
   void schedule(std::uint64_t slot) noexcept;
   // Schedules the first slot still ahead, counting those passed over (and
   // the current one, if `missed`: its tick never ran) as skipped.

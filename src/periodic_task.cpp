@@ -32,6 +32,24 @@ void PeriodicCore::Tick::operator()(CancellationToken token) noexcept {
   core->run_tick(token);
 }
 
+Task<void> PeriodicCore::CoroTick::operator()(CancellationToken token) {
+  Task<void> tick = core->run_coroutine_tick(std::move(token));
+  ran = true;
+  return tick;
+}
+
+Task<void> PeriodicCore::run_coroutine_tick(CancellationToken token) {
+  ticks_.fetch_add(1, std::memory_order_relaxed);
+  bool failed = false;
+  try {
+    Result<void> outcome = co_await as_result(body_->invoke_task(token));
+    failed = outcome.exception() != nullptr;
+  } catch (...) {
+    failed = true;  // f threw instead of returning its task
+  }
+  tick_ended(failed);
+}
+
 void PeriodicCore::Tick::release_block(void* node) noexcept {
   // The node is the block's first member (TickBlock::node).
   auto* block = static_cast<TickBlock*>(node);
@@ -136,7 +154,12 @@ void PeriodicCore::fire() noexcept {
   TickBlock* const block = take_tick_block();
   if (block == nullptr) return;  // both blocks still held: ~Tick skips the slot
   add_ref();  // the block's, until the node hands it back
-  auto* task = new (block->node) TickNode(std::move(tick), 1, 1);
+  TaskBase* task = nullptr;
+  if (body_->coroutine()) {
+    task = new (block->node) CoroTickNode(CoroTick(std::move(tick)), 1, 1);
+  } else {
+    task = new (block->node) TickNode(std::move(tick), 1, 1);
+  }
   try {
     // A stop() from here on cancels the tick's token: dropped, or seen. A
     // rejection destroys the tick unrun: see ~Tick.
@@ -152,14 +175,20 @@ void PeriodicCore::fire() noexcept {
 void PeriodicCore::run_tick(const CancellationToken& token) noexcept {
   ticks_.fetch_add(1, std::memory_order_relaxed);
   const PeriodicCore* const outer = std::exchange(running_tick_of, this);
+  bool failed = false;
   try {
     body_->invoke(token);
   } catch (const OperationCancelled&) {
     // Cooperative cancellation, not a failure.
   } catch (...) {
-    failed_.fetch_add(1, std::memory_order_relaxed);
+    failed = true;
   }
   running_tick_of = outer;
+  tick_ended(failed);
+}
+
+void PeriodicCore::tick_ended(bool failed) noexcept {
+  if (failed) failed_.fetch_add(1, std::memory_order_relaxed);
   if (stopped()) return;
   schedule_next(false);
 }

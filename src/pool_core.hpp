@@ -25,6 +25,7 @@
 #include "injection_queue.hpp"
 #include "parking.hpp"
 #include "quell/detail/config.hpp"
+#include "quell/detail/coro_task.hpp"
 #include "quell/detail/futex.hpp"
 #include "quell/detail/submission.hpp"
 #include "quell/detail/task.hpp"
@@ -62,6 +63,9 @@ struct alignas(kCacheLine) Counters {
   Counter cancelled{0};
   Counter timed_out{0};
   Counter stolen{0};
+  Counter parked{0};    // coroutine roots suspended at a co_await...
+  Counter unparked{0};  // ...and resumed (stats().suspended is the difference)
+  Counter visits{0};    // coroutines of other pools moved in by schedule()
 
  private:
   void add(Counter Counters::*field, std::memory_order order) noexcept {
@@ -101,7 +105,7 @@ struct Worker {
 
   PoolCore& pool;
   const std::size_t index;
-  WorkDeque<TaskBase*> deque;
+  WorkDeque<QueueNode*> deque;
   Counters counters;
   // The family this worker waits for while it sleeps in a set's wait, or 0.
   // Relaxed: read by announce() after its fence, written before ours (see
@@ -137,7 +141,7 @@ inline void cancel_and_release(TaskBase* task, CancelReason why) noexcept {
   task->release_token_ref();
 }
 
-class PoolCore {
+class PoolCore final : public Executor {
  public:
   // Throws std::system_error if a thread cannot be started, after joining
   // those that were (§12).
@@ -155,11 +159,11 @@ class PoolCore {
   // awaited task, or queued tasks of its family), then sleeps. True if the task is terminal.
   bool await_on_worker(Worker& worker, TaskBase* task, const Clock::time_point* deadline) noexcept;
   // A queued task of `family` from another worker's deque, or null.
-  TaskBase* take_kin(Worker& worker, TaskId family) noexcept;
+  QueueNode* take_kin(Worker& worker, TaskId family) noexcept;
   // A task a wait took but may not run goes to this worker's deque. It was
   // out of every queue for a moment, so a worker that looked for it then
   // (idle, or waiting for its family) is told again.
-  void put_back(Worker& worker, TaskBase* task) noexcept {
+  void put_back(Worker& worker, QueueNode* task) noexcept {
     const TaskId family = task->family_;  // pushed, it may be stolen and go
     // Failing to grow the deque, the injection queue takes it (see enqueue).
     if (!worker.deque.try_push(task)) injection_.push(task);
@@ -184,6 +188,25 @@ class PoolCore {
   void wait_idle();
   ThreadPoolStats stats() const noexcept;
   std::size_t thread_count() const noexcept { return workers_.size(); }
+
+  // As a coroutine's home (src/coro.cpp).
+  void post(Strand* strand, Post how) noexcept override;
+  ThreadPool* pool() const noexcept override { return owner_; }
+  void add_timer(TimerEntry* entry) noexcept override;
+  bool remove_timer(TimerEntry* entry) noexcept override;
+  bool enter() noexcept override;
+  void leave() noexcept override;
+  // A coroutine root that ended after run() returned: finishes its task.
+  void finish_root(TaskBase* task, std::uint32_t outcome) noexcept {
+    finish(task, outcome, true, counters_here());
+  }
+  // Counts a strand of this pool's as suspended, or as resumed.
+  void count_parked(bool parked) noexcept {
+    counters_here().bump(parked ? &Counters::parked : &Counters::unparked);
+  }
+  // What a `cancel` shutdown cancels suspended coroutine roots through (R40).
+  CancelState* shutdown_state() const noexcept { return StateAccess::state(shutdown_source_); }
+  void set_owner(ThreadPool* owner) noexcept { owner_ = owner; }
 
   bool is_own_worker() const noexcept { return helper_in(this) != nullptr; }
 
@@ -229,7 +252,7 @@ class PoolCore {
     }
   }
   // Queued work of `family` for this worker, from anywhere, or null.
-  TaskBase* take_family(Worker& worker, TaskId family) noexcept;
+  QueueNode* take_family(Worker& worker, TaskId family) noexcept;
 
   Counters& counters_here() noexcept {
     if (is_own_worker()) return this_worker->counters;
@@ -264,11 +287,12 @@ class PoolCore {
   void link_origins(TaskBase* task, CancelState* parent, const Placement& placement);
   void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
   bool try_start(TaskBase* task) noexcept;
-  void execute(Worker& worker, TaskBase* task) noexcept;
+  void execute(Worker& worker, QueueNode* node) noexcept;
   void run_in_frame(Worker& worker, TaskBase* task) noexcept;
-  TaskBase* find_task(Worker& worker) noexcept;
+  void resume(Worker& worker, Strand* strand) noexcept;
+  QueueNode* find_task(Worker& worker) noexcept;
   bool work_visible() const noexcept;
-  TaskBase* steal(Worker& worker) noexcept;
+  QueueNode* steal(Worker& worker) noexcept;
   void run_worker(Worker& worker) noexcept;
   void wait_unfinished() noexcept;
   void discard_leftovers() noexcept;
@@ -281,6 +305,10 @@ class PoolCore {
   void drop_queued() noexcept;
 
   const ThreadPoolConfig config_;
+  ThreadPool* owner_ = nullptr;  // set once, before any task
+  // Cancelled (reason shutdown) by a `cancel` shutdown; coroutine roots link
+  // to it when they first suspend, as they are in no worker's frame then.
+  CancellationSource shutdown_source_;
   TimerService timers_;
   std::vector<std::unique_ptr<Worker>> workers_;
   InjectionQueue injection_;

@@ -7,6 +7,9 @@ namespace quell::detail {
 void PoolCore::cancel_running() noexcept {
   // Seq_cst: see run_in_frame(). From here on, a task that starts is dropped.
   cancelling_.store(true, std::memory_order_seq_cst);
+  // Coroutine roots parked at a co_await are in no frame: they are linked
+  // to this state (one that parks later finds it cancelled).
+  shutdown_source_.request_cancel(CancelReason::shutdown);
   // Collect running tasks (each with a reference of our own) while
   // scanning_ keeps their frames alive, then cancel them outside the scan:
   // their callbacks are user code and may wait for a worker. In batches on
@@ -40,18 +43,33 @@ void PoolCore::drop_queued() noexcept {
   // loses the reference. Tasks a busy worker pushed onto its own deque are
   // stolen from it. A task enqueued after this pass (accepted before the
   // shutdown began) is dropped by the worker that takes it (cancelling_).
+  // Coroutine resumptions are never dropped (R11): they go back to the
+  // injection queue after the pass, for the workers.
+  Strand* resumptions = nullptr;
+  const auto drop_one = [&resumptions](QueueNode* node) noexcept {
+    if (node->resumption_) {
+      node->queue_next_ = resumptions;
+      resumptions = static_cast<Strand*>(node);
+    } else {
+      cancel_and_release(static_cast<TaskBase*>(node), CancelReason::shutdown);
+    }
+  };
   unsigned since_lower = 0;
-  while (TaskBase* task = injection_.pop(since_lower)) {
-    cancel_and_release(task, CancelReason::shutdown);
-  }
+  while (QueueNode* node = injection_.pop(since_lower)) drop_one(node);
   for (auto& worker : workers_) {
     for (;;) {
-      auto [result, task] = worker->deque.steal();
-      if (result == WorkDeque<TaskBase*>::Steal::taken) {
-        cancel_and_release(task, CancelReason::shutdown);
-      }
-      if (result == WorkDeque<TaskBase*>::Steal::empty) break;
+      auto [result, node] = worker->deque.steal();
+      if (result == WorkDeque<QueueNode*>::Steal::taken) drop_one(node);
+      if (result == WorkDeque<QueueNode*>::Steal::empty) break;
     }
+  }
+  while (Strand* strand = resumptions) {
+    resumptions = static_cast<Strand*>(strand->queue_next_);
+    // Read before the push: once queued, a worker may run the coroutine to
+    // its end and free the strand.
+    const auto family = strand->family_;
+    injection_.push(strand);
+    announce(family);
   }
 }
 
@@ -75,10 +93,15 @@ void PoolCore::discard_leftovers() noexcept {
   // terminal): a task dropped after its submitter checked it, enqueued after
   // the last worker looked. Run when the last pin goes, so no submitter is
   // still enqueueing.
+  // Nor can a coroutine's resumption be: its root ended after it ran.
+  const auto release = [](QueueNode* node) noexcept {
+    QUELL_INVARIANT(T4, !node->resumption_);
+    static_cast<TaskBase*>(node)->release_token_ref();
+  };
   unsigned since_lower = 0;
-  while (TaskBase* task = injection_.pop(since_lower)) task->release_token_ref();
+  while (QueueNode* node = injection_.pop(since_lower)) release(node);
   for (auto& worker : workers_) {
-    while (TaskBase* task = worker->deque.steal().item) task->release_token_ref();
+    while (QueueNode* node = worker->deque.steal().item) release(node);
   }
 }
 

@@ -11,6 +11,9 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
   QUELL_INVARIANT(T2, !TaskBase::is_terminal(old));
   if ((old & TaskBase::kThreadWaiting) != 0) futex_wake_all(task->status_);
+  // T7: the bit was ours to take; the exchange's acquire pairs with the
+  // waiter's release CAS that set it after writing coro_waiter_.
+  if ((old & TaskBase::kCoroWaiting) != 0) task->coro_waiter_->fire(task->coro_waiter_);
   task->origin_.detach();
   if (task->timed_) timers_.entry_died();
   if (auto* finished = task->ops()->finished) finished(task, outcome);
@@ -70,9 +73,28 @@ bool PoolCore::try_start(TaskBase* task) noexcept {
   return true;
 }
 
-void PoolCore::execute(Worker& worker, TaskBase* task) noexcept {
+void PoolCore::execute(Worker& worker, QueueNode* node) noexcept {
+  if (node->resumption_) {
+    resume(worker, static_cast<Strand*>(node));
+    return;
+  }
+  auto* task = static_cast<TaskBase*>(node);
   run_in_frame(worker, task);
   task->release_token_ref();  // the queue's reference (T4)
+}
+
+void PoolCore::resume(Worker& worker, Strand* strand) noexcept {
+  // A coroutine's resumption is never dropped, cancelled or held back
+  // (R11): it runs whatever the shutdown state. The strand's root task is
+  // running (suspended tasks count as running) and cannot end meanwhile.
+  TaskBase* const task = strand->task_;
+  strand_unpark(strand);
+  TaskBase* const outer = std::exchange(this_task_ptr, task);
+  static_cast<void>(worker);
+  const bool visitor = strand->visitor_;  // the strand may be gone after the drive
+  drive(strand->resume_, strand->token_);
+  this_task_ptr = outer;
+  if (visitor) leave();
 }
 
 void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
@@ -95,9 +117,13 @@ void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
     worker.counters.bump(&Counters::started);
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
+    // A plain task run by a coroutine's wait sees its own token (R5).
+    const CancellationToken* outer_token = std::exchange(current_coro_token, nullptr);
     const std::uint32_t outcome = task->ops()->run(task);
+    current_coro_token = outer_token;
     this_task_ptr = outer;
-    finish(task, outcome, true, worker.counters);
+    // A coroutine root parked at a co_await finishes its task itself.
+    if (outcome != TaskBase::kStillRunning) finish(task, outcome, true, worker.counters);
   }
   // Seq_cst store then seq_cst load of scanning_ (against cancel_running()'s
   // store of scanning_ then load of current): if a scan may still read this

@@ -33,7 +33,7 @@ bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
     if (deadline != nullptr && Clock::now() >= *deadline) return false;
     // Usually the task, or one of its family, is the newest on our deque:
     // popped, it leaves no tombstone behind for a thief to steal.
-    if (TaskBase* mine = worker.deque.pop()) {
+    if (QueueNode* mine = worker.deque.pop()) {
       if (mine->family_ == task->family_) {
         idle_rounds = 0;
         execute(worker, mine);
@@ -50,7 +50,7 @@ bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
     }
     // The task runs elsewhere: run queued tasks of its family (F1), which
     // its progress may need, and nothing else.
-    if (TaskBase* kin = take_kin(worker, task->family_)) {
+    if (QueueNode* kin = take_kin(worker, task->family_)) {
       idle_rounds = 0;
       execute(worker, kin);
       continue;
@@ -64,14 +64,14 @@ bool PoolCore::await_on_worker(Worker& worker, TaskBase* task,
   return true;
 }
 
-TaskBase* PoolCore::take_kin(Worker& worker, TaskId family) noexcept {
+QueueNode* PoolCore::take_kin(Worker& worker, TaskId family) noexcept {
   // Other deques' oldest tasks. One not of the family moves to our deque,
   // where any idle worker can still steal it.
   const std::size_t count = workers_.size();
   for (std::size_t i = 1; i < count; ++i) {
     Worker& victim = *workers_[(worker.index + i) % count];
     auto [result, stolen] = victim.deque.steal();
-    if (result != WorkDeque<TaskBase*>::Steal::taken) continue;
+    if (result != WorkDeque<QueueNode*>::Steal::taken) continue;
     if (stolen->family_ == family) {
       worker.counters.bump(&Counters::stolen);
       return stolen;
@@ -82,19 +82,19 @@ TaskBase* PoolCore::take_kin(Worker& worker, TaskId family) noexcept {
   return nullptr;
 }
 
-TaskBase* PoolCore::take_family(Worker& worker, TaskId family) noexcept {
-  if (TaskBase* mine = worker.deque.pop()) {
+QueueNode* PoolCore::take_family(Worker& worker, TaskId family) noexcept {
+  if (QueueNode* mine = worker.deque.pop()) {
     if (mine->family_ == family) return mine;
     put_back(worker, mine);
   }
-  if (TaskBase* queued = injection_.take_family(family)) return queued;
+  if (QueueNode* queued = injection_.take_family(family)) return queued;
   return take_kin(worker, family);
 }
 
 void PoolCore::help_family(Worker& worker, const WaitCount& count, TaskId family) noexcept {
   int idle_rounds = 0;
   while (count.count() != 0) {
-    if (TaskBase* kin = take_family(worker, family)) {
+    if (QueueNode* kin = take_family(worker, family)) {
       idle_rounds = 0;
       execute(worker, kin);
       continue;
@@ -116,7 +116,7 @@ void PoolCore::help_family(Worker& worker, const WaitCount& count, TaskId family
     std::uint32_t word = 0;
     // Arm after the key: the done() that reaches zero sees our bit and bumps
     // the epoch past it (W2). A false arm: the count is zero.
-    TaskBase* kin = count.arm(WaitCount::kWorkerWaiting, word) ? take_family(worker, family)
+    QueueNode* kin = count.arm(WaitCount::kWorkerWaiting, word) ? take_family(worker, family)
                                                                 : nullptr;
     if (kin == nullptr && count.count() != 0) futex_wait(helper_epoch_, key);
     helpers_asleep_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: publishes nothing

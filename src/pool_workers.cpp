@@ -6,7 +6,7 @@
 
 namespace quell::detail {
 
-TaskBase* PoolCore::steal(Worker& worker) noexcept {
+QueueNode* PoolCore::steal(Worker& worker) noexcept {
   const std::size_t count = workers_.size();
   if (count < 2) return nullptr;
   worker.rng ^= worker.rng << 13;
@@ -18,11 +18,11 @@ TaskBase* PoolCore::steal(Worker& worker) noexcept {
     if (&victim == &worker) continue;
     for (;;) {
       auto [result, task] = victim.deque.steal();
-      if (result == WorkDeque<TaskBase*>::Steal::taken) {
+      if (result == WorkDeque<QueueNode*>::Steal::taken) {
         worker.counters.bump(&Counters::stolen);
         return task;
       }
-      if (result == WorkDeque<TaskBase*>::Steal::empty) break;
+      if (result == WorkDeque<QueueNode*>::Steal::empty) break;
     }
   }
   return nullptr;
@@ -36,9 +36,9 @@ bool PoolCore::work_visible() const noexcept {
   return false;
 }
 
-TaskBase* PoolCore::find_task(Worker& worker) noexcept {
-  if (TaskBase* task = worker.deque.pop()) return task;
-  if (TaskBase* task = injection_.pop(worker.since_lower)) return task;
+QueueNode* PoolCore::find_task(Worker& worker) noexcept {
+  if (QueueNode* task = worker.deque.pop()) return task;
+  if (QueueNode* task = injection_.pop(worker.since_lower)) return task;
   return steal(worker);
 }
 
@@ -52,7 +52,7 @@ void PoolCore::run_worker(Worker& worker) noexcept {
   this_worker = &worker;
   bool woke = false;
   for (;;) {
-    TaskBase* task = find_task(worker);
+    QueueNode* task = find_task(worker);
     if (task == nullptr && parking_.begin_search()) {
       for (int round = 0; task == nullptr && round < kSpinRounds; ++round) {
         for (int i = 0; i < 16; ++i) cpu_relax();

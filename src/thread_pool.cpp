@@ -21,7 +21,11 @@ ThreadPoolStats PoolCore::stats() const noexcept {
   std::uint64_t started = 0;
   std::uint64_t ended = 0;
   std::uint64_t dropped = 0;
+  std::uint64_t parked = 0;
+  std::uint64_t unparked = 0;
+  std::uint64_t visits = 0;
   auto add = [&](const Counters& c) {
+    unparked += c.unparked.load(std::memory_order_relaxed);
     stats.completed += c.completed.load(std::memory_order_relaxed);
     stats.failed += c.failed.load(std::memory_order_relaxed);
     stats.cancelled += c.cancelled.load(std::memory_order_relaxed);
@@ -32,6 +36,8 @@ ThreadPoolStats PoolCore::stats() const noexcept {
   };
   auto add_intake = [&](const Counters& c) {
     started += c.started.load(std::memory_order_relaxed);
+    parked += c.parked.load(std::memory_order_relaxed);
+    visits += c.visits.load(std::memory_order_relaxed);
     stats.rejected += c.rejected.load(std::memory_order_relaxed);
     stats.submitted += c.accepted.load(std::memory_order_relaxed);
   };
@@ -39,9 +45,11 @@ ThreadPoolStats PoolCore::stats() const noexcept {
   for (const auto& worker : workers_) add(worker->counters);
   for (const Counters& c : shared_counters_) add_intake(c);
   for (const auto& worker : workers_) add_intake(worker->counters);
+  stats.submitted -= visits;  // coroutines moved in by schedule() were not submitted
   const std::uint64_t accepted = stats.submitted - stats.rejected;
   stats.queued = accepted > started + dropped ? accepted - started - dropped : 0;
   stats.running = started > ended ? started - ended : 0;
+  stats.suspended = std::min<std::uint64_t>(parked > unparked ? parked - unparked : 0, stats.running);
   return stats;
 }
 
@@ -66,7 +74,9 @@ ThreadPool::ThreadPool()
 
 ThreadPool::ThreadPool(std::size_t thread_count) : ThreadPool(config_with(thread_count)) {}
 
-ThreadPool::ThreadPool(ThreadPoolConfig config) : core_(new detail::PoolCore(std::move(config))) {}
+ThreadPool::ThreadPool(ThreadPoolConfig config) : core_(new detail::PoolCore(std::move(config))) {
+  core_->set_owner(this);
+}
 
 ThreadPool::~ThreadPool() {
   if (core_->is_own_worker()) {
@@ -86,11 +96,14 @@ ThreadPoolStats ThreadPool::stats() const noexcept { return core_->stats(); }
 namespace this_task {
 
 CancellationToken cancellation_token() noexcept {
+  // In a coroutine: its current token (R5), updated at every resumption.
+  if (const CancellationToken* token = detail::current_coro_token) return *token;
   detail::TaskBase* task = detail::this_task_ptr;
   return task != nullptr ? detail::StateAccess::token(task) : CancellationToken();
 }
 
 bool cancelled() noexcept {
+  if (const CancellationToken* token = detail::current_coro_token) return token->cancelled();
   const detail::TaskBase* task = detail::this_task_ptr;
   return task != nullptr && task->cancelled();
 }

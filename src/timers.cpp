@@ -59,6 +59,14 @@ bool TimerService::add(TimerEntry* entry) noexcept {
   return true;
 }
 
+bool TimerService::remove(TimerEntry* entry) noexcept {
+  std::lock_guard lock(mutex_);
+  // Linked iff in the set: erasing (here, or by a take) unlinks (safe mode).
+  if (!entry->is_linked()) return false;
+  set_.erase(set_.iterator_to(*entry));
+  return true;
+}
+
 template <class Pick>
 void TimerService::take_if(OutList& out, Pick pick) noexcept {
   for (auto it = set_.begin(); it != set_.end();) {

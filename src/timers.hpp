@@ -84,6 +84,11 @@ class TimerService {
   // action and close() ran (M2): the entry stays the caller's.
   bool add(TimerEntry* entry) noexcept;
 
+  // Takes an armed entry back out of the set, unless it was already taken
+  // out to fire (or swept, or released): true if it was, and then no action
+  // will run on it.
+  bool remove(TimerEntry* entry) noexcept;
+
   // An entry's target ended before its due time: a hint for the sweep.
   void entry_died() noexcept {
     // Relaxed: a heuristic; the sweep checks each entry itself.

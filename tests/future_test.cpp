@@ -108,6 +108,21 @@ TEST_P(FutureP, GetReturnsTheValueAndTheFutureIsValidReadyAndCompleted) {
   EXPECT_FALSE(future.error());
 }
 
+// The caller reads the exception get() threw after the temporary future
+// and the worker may both have let go of the task; get() hands the
+// exception over, so its last owner is the caller (repeated: a race).
+TEST_P(FutureP, AnExceptionFromGetOfATemporaryFutureIsTheCallersAlone) {
+  ThreadPool pool(GetParam());
+  for (int round = 0; round < 2000; ++round) {
+    try {
+      pool.submit([round]() -> int { throw std::runtime_error(std::to_string(round)); }).get();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::runtime_error& e) {
+      ASSERT_EQ(std::string(e.what()), std::to_string(round));
+    }
+  }
+}
+
 TEST_P(FutureP, GetOfAVoidTaskReturnsAfterTheTaskRanAndSeesItsWrites) {
   ThreadPool pool(GetParam());
   int written = 0;  // plain: the ordering guarantee must make this safe

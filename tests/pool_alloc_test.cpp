@@ -16,8 +16,10 @@
 #include <utility>
 #include <vector>
 
+#include "quell/coro.hpp"
 #include "quell/detail/task_block.hpp"
 #include "quell/thread_pool.hpp"
+#include "quell/when.hpp"
 #include "sanitized.hpp"
 
 namespace {
@@ -239,6 +241,84 @@ TEST_P(PoolAllocations, ARejectedPostFreesItsBlockAtOnceForTheNextToReuse) {
 
 INSTANTIATE_TEST_SUITE_P(Token, PoolAllocations, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "WithToken" : "WithoutToken"; });
+
+// ---- coroutines (API.md R12, R32, §10.9 C3, C5) -----------------------------
+
+// Allocations made by one round of awaits that suspend and are resumed
+// through the queues: a yield, a schedule hop, a timed sleep, a wait on a
+// future that completes later, and a sleep of an hour that the test
+// cancels. The root's token is cancellable, so every wait registers a
+// callback. Measured inside the coroutine, after warm-up rounds, while the
+// main thread only waits.
+using namespace std::chrono_literals;
+
+Task<long> await_round(ThreadPool& pool, int rounds, std::atomic<bool>* parked,
+                       CancellationSource* sources) {
+  long allocations = 0;
+  for (int round = 0; round < rounds; ++round) {
+    Future<void> later = pool.submit([] {});  // a recycled block once warm
+    const long before = g_allocations.load();
+    co_await yield();
+    co_await schedule(pool);
+    co_await sleep_for(std::chrono::microseconds(1));
+    co_await later;
+    parked[round].store(true);
+    Result<void> r = co_await with_token(as_result(sleep_for(1h)), sources[round].token());
+    EXPECT_TRUE(r.cancelled());
+    allocations = g_allocations.load() - before;
+  }
+  co_return allocations;
+}
+
+TEST(CoroAllocations, SuspendingAwaitsAndTheirResumptionsAllocateNothing) {
+  constexpr int kRounds = 40;
+  ThreadPool pool(1);
+  CancellationSource root;
+  std::vector<CancellationSource> sources(kRounds);
+  std::unique_ptr<std::atomic<bool>[]> parked(new std::atomic<bool>[kRounds]);
+  for (int i = 0; i < kRounds; ++i) parked[i].store(false);
+  Future<long> future =
+      pool.submit(await_round(pool, kRounds, parked.get(), sources.data()),
+                  TaskOptions().set_cancellation(root.token()));
+  for (int i = 0; i < kRounds; ++i) {
+    while (!parked[i].load()) std::this_thread::yield();
+    // Parked just before its await: the cancellation may find it waiting
+    // or not yet registered; both paths must allocate nothing.
+    sources[i].request_cancel();
+  }
+  // The last round's count: every earlier round warmed the caches.
+  EXPECT_EQ(future.get(), 0);
+}
+
+// R21: a combinator allocates one cancellation state beyond its children's
+// frames (made before the count starts), whatever the parent's token.
+Task<int> child_value(int v) { co_return v; }
+
+Task<long> combinator_round(int rounds) {
+  long allocations = 0;
+  for (int round = 0; round < rounds; ++round) {
+    Task<int> a = child_value(1);
+    Task<int> b = child_value(2);
+    Task<int> c = child_value(3);
+    Task<int> d = child_value(4);
+    const long before = g_allocations.load();
+    auto [x, y] = co_await when_all(std::move(a), std::move(b));
+    auto any = co_await when_any(std::move(c), std::move(d));
+    allocations = g_allocations.load() - before;
+    EXPECT_EQ(x + y + static_cast<int>(any.index()), 3);
+  }
+  co_return allocations;
+}
+
+TEST(CoroAllocations, ACombinatorAllocatesOneStateBeyondItsChildrensFrames) {
+  constexpr int kRounds = 20;
+  ThreadPool pool(1);
+  // The last round's count: earlier rounds warmed the caches.
+  EXPECT_EQ(pool.submit(combinator_round(kRounds)).get(), 2);
+  CancellationSource root;
+  EXPECT_EQ(pool.submit(combinator_round(kRounds), TaskOptions().set_cancellation(root.token())).get(),
+            2);
+}
 
 // ---- task block recycling (detail/task_block.hpp) ----------------------------
 

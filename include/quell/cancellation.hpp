@@ -243,6 +243,8 @@ class CancellationCallback : private detail::CallbackNode {
   }
 
  private:
+  friend struct detail::StateAccess;
+
   static void invoke(detail::CallbackNode* node) noexcept {
     std::move(static_cast<CancellationCallback*>(node)->fn_)();
   }
@@ -265,6 +267,18 @@ struct StateAccess {
   static CancellationToken token(CancelState* state) noexcept {
     state->add_token_ref();
     return CancellationToken(state);
+  }
+  // A token adopting a reference the caller already counted.
+  static CancellationToken adopt_token(CancelState* state) noexcept {
+    return CancellationToken(state);
+  }
+  // Deregisters `callback` without waiting for it to return if it runs on
+  // another thread: for a callback known to touch nothing of its owner's
+  // any more (its last act handed the owner over). Its destructor then
+  // does nothing.
+  template <class F>
+  static void deregister_ran(CancellationCallback<F>& callback) noexcept {
+    if (callback.state_ != nullptr) std::exchange(callback.state_, nullptr)->deregister(&callback, false);
   }
   // A source adopting a source reference the caller already counted.
   static CancellationSource adopt_source(CancelState* state) noexcept {

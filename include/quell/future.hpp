@@ -39,6 +39,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/clock.hpp"
+#include "quell/detail/coro_task.hpp"
 #include "quell/detail/task.hpp"
 #include "quell/error.hpp"
 #include "quell/task_status.hpp"
@@ -57,6 +58,14 @@ void task_wait(TaskBase* task);
 bool task_wait_until(TaskBase* task, std::chrono::steady_clock::time_point deadline);
 // Blocks until `task` is terminal or `stop` is cancelled; true if terminal.
 bool task_wait_or_stop(TaskBase* task, const CancellationToken& stop);
+
+template <class T>
+class FutureAwaiter;
+template <class T>
+class ForeignFutureAwaiter;
+// A coroutine's wait on a task (T7): arms and withdraws it.
+bool arm_task_waiter(TaskBase* task, CoroWaiter* waiter) noexcept;
+bool withdraw_task_waiter(TaskBase* task) noexcept;
 }  // namespace detail
 
 template <class T>
@@ -139,7 +148,10 @@ class Future {
         }
       case TaskStatus::failed:
         retrieved_ = true;
-        std::rethrow_exception(task->error_);
+        // Moved out: the exception's last owner is then this thread, not
+        // whichever thread drops the task's last reference (ThreadSanitizer
+        // cannot see the exception's own reference count in libstdc++).
+        std::rethrow_exception(std::move(task->error_));
       case TaskStatus::cancelled: {
         OperationCancelled cancelled;
         retrieved_ = true;
@@ -177,8 +189,31 @@ class Future {
     std::swap(retrieved_, other.retrieved_);
   }
 
+  // co_await future, inside a Task (R30): what get() gives, without
+  // blocking. Non-owning: a cancellation ends the wait at once and leaves
+  // the future unretrieved; the task goes on. One coroutine at a time may
+  // await a given future.
+  detail::FutureAwaiter<T> quell_awaiter(TaskPromiseBase& promise,
+                                         const CancellationToken& token) & noexcept {
+    return detail::FutureAwaiter<T>(*this, promise, token, false);
+  }
+  detail::FutureAwaiter<T> quell_awaiter(TaskPromiseBase& promise,
+                                         const CancellationToken& token) && noexcept {
+    return detail::FutureAwaiter<T>(*this, promise, token, false);
+  }
+  // In a foreign coroutine: resumed on the thread that completes the task;
+  // cannot be cancelled.
+  detail::ForeignFutureAwaiter<T> operator co_await() & noexcept {
+    return detail::ForeignFutureAwaiter<T>(*this);
+  }
+  detail::ForeignFutureAwaiter<T> operator co_await() && noexcept {
+    return detail::ForeignFutureAwaiter<T>(*this);
+  }
+
  private:
   friend class ThreadPool;
+  friend class detail::FutureAwaiter<T>;
+  friend class detail::ForeignFutureAwaiter<T>;
   friend class TaskGroup;
   template <class>
   friend class TaskHandle;
@@ -191,8 +226,113 @@ class Future {
     return task_;
   }
 
+  // get()'s outcome as a Result, for a ready future; creates no exception.
+  Result<T> take_result() noexcept {
+    if (task_ == nullptr) return Result<T>(make_error_code(Errc::no_state));
+    if (retrieved_) return Result<T>(make_error_code(Errc::already_retrieved));
+    retrieved_ = true;
+    switch (task_->status()) {
+      case TaskStatus::completed:
+        if constexpr (std::is_void_v<T>) {
+          return Result<T>(std::in_place);
+        } else {
+          try {
+            return Result<T>(std::in_place, std::move(task_->value()));
+          } catch (...) {
+            return Result<T>(std::current_exception());
+          }
+        }
+      case TaskStatus::failed: return Result<T>(std::move(task_->error_));  // as get()
+      default: return Result<T>(error());
+    }
+  }
+
   detail::TaskSlot<T>* task_ = nullptr;  // one reference, or null
   bool retrieved_ = false;
 };
+
+namespace detail {
+
+// co_await of a Future (owning_: false) or a TaskHandle (true) in a Task.
+// An owning await passes the awaiter's cancellation, with its reason, to
+// the task and keeps waiting for it (R19, R31).
+template <class T>
+class FutureAwaiter final : private StoppableWait, private CoroWaiter {
+ public:
+  FutureAwaiter(Future<T>& future, TaskPromiseBase& promise, const CancellationToken& token,
+                bool owning) noexcept
+      : CoroWaiter{&fired}, future_(&future), promise_(&promise), token_(&token), owning_(owning) {}
+
+  bool await_ready() noexcept {
+    if (!future_->valid() || future_->retrieved_) return true;  // get() throws
+    if (token_->cancelled()) {
+      if (!owning_) {  // a checkpoint (R6): wins over a ready future
+        checkpoint_ = true;
+        return true;
+      }
+      // Owning (a handle): never returns while the task runs (R19), so the
+      // cancellation goes on to the task, and the await to its end.
+      future_->task_->request_cancel(static_cast<std::uint64_t>(token_->reason()));
+    }
+    return future_->ready();
+  }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    return suspend(*promise_, h, *token_, [this]() noexcept {
+      armed_ = true;
+      return arm_task_waiter(future_->task_, this);
+    });
+  }
+  T await_resume() {
+    if (ended_cancelled()) throw OperationCancelled();
+    return future_->get();
+  }
+  Result<T> result() noexcept {
+    if (ended_cancelled()) return Result<T>(make_error_code(Errc::cancelled));
+    return future_->take_result();
+  }
+
+ private:
+  bool ended_cancelled() noexcept { return checkpoint_ || (armed_ && finish()); }
+  bool withdraw() noexcept override {
+    if (!owning_) return withdraw_task_waiter(future_->task_);
+    future_->task_->request_cancel(static_cast<std::uint64_t>(token_->reason()));
+    return false;  // owning: the task's end resumes us
+  }
+  static void fired(CoroWaiter* waiter) noexcept {
+    static_cast<FutureAwaiter*>(waiter)->complete();
+  }
+
+  Future<T>* future_;
+  TaskPromiseBase* promise_;
+  const CancellationToken* token_;
+  bool owning_;
+  bool checkpoint_ = false;
+  bool armed_ = false;
+};
+
+// co_await of a Future in a foreign coroutine: resumed inline by the thread
+// that makes the task terminal (R30).
+template <class T>
+class ForeignFutureAwaiter final : private CoroWaiter {
+ public:
+  explicit ForeignFutureAwaiter(Future<T>& future) noexcept
+      : CoroWaiter{&fired}, future_(&future) {}
+  bool await_ready() const noexcept { return !future_->valid() || future_->ready(); }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    handle_ = h;
+    return arm_task_waiter(future_->task_, this);
+  }
+  T await_resume() { return future_->get(); }
+
+ private:
+  static void fired(CoroWaiter* waiter) noexcept {
+    static_cast<ForeignFutureAwaiter*>(waiter)->handle_.resume();
+  }
+
+  Future<T>* future_;
+  std::coroutine_handle<> handle_;
+};
+
+}  // namespace detail
 
 }  // namespace quell

@@ -15,6 +15,10 @@
 // counted in failed_ticks() and the schedule goes on; one that exits with
 // OperationCancelled is not a failure.
 //
+// f may return Task<void> (R36): each tick is then that coroutine, as a root
+// task, and lasts until it ends, so ticks still never overlap; stop()
+// cancels its token. Such ticks allocate their coroutine frames.
+//
 // Each tick is a pool task with the options given (priority, a timeout per
 // tick) and a token cancelled by stop(), by the options' token and by a
 // `cancel` shutdown. stop() does not wait: it cancels the running tick's
@@ -31,6 +35,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/coro_task.hpp"
 #include "quell/task_options.hpp"
 #include "quell/thread_pool.hpp"
 
@@ -42,25 +47,49 @@ class PeriodicCore;  // the schedule: src/periodic_core.hpp
 // A periodic task's callable, behind one virtual call per tick.
 class PeriodicBody {
  public:
+  explicit PeriodicBody(bool coroutine) noexcept : coroutine_(coroutine) {}
   virtual ~PeriodicBody() = default;
+  // A plain f's tick.
   virtual void invoke(const CancellationToken& token) = 0;
+  // A coroutine f's tick: its task.
+  virtual Task<void> invoke_task(const CancellationToken& token) = 0;
+  bool coroutine() const noexcept { return coroutine_; }
+
+ private:
+  const bool coroutine_;
 };
 
 template <class F>
 class PeriodicFn final : public PeriodicBody {
+  static constexpr bool kTakesToken = std::is_invocable_v<F&, CancellationToken>;
+  using Returns = std::conditional_t<kTakesToken, std::invoke_result<F&, CancellationToken>,
+                                     std::invoke_result<F&>>;
+  static constexpr bool kCoroutine = std::is_same_v<typename Returns::type, Task<void>>;
+
  public:
   template <class G>
-  explicit PeriodicFn(G&& fn) : fn_(std::forward<G>(fn)) {}
+  explicit PeriodicFn(G&& fn) : PeriodicBody(kCoroutine), fn_(std::forward<G>(fn)) {}
 
   void invoke(const CancellationToken& token) override {
-    if constexpr (std::is_invocable_v<F&, CancellationToken>) {
-      fn_(token);
+    if constexpr (!kCoroutine) call(token);
+  }
+  Task<void> invoke_task(const CancellationToken& token) override {
+    if constexpr (kCoroutine) {
+      return call(token);
     } else {
-      fn_();
+      return Task<void>();
     }
   }
 
  private:
+  decltype(auto) call(const CancellationToken& token) {
+    if constexpr (kTakesToken) {
+      return fn_(token);
+    } else {
+      return fn_();
+    }
+  }
+
   F fn_;
 };
 

@@ -86,6 +86,13 @@ class Scope {
     if (std::exception_ptr failure = set_.failure()) std::rethrow_exception(failure);
   }
 
+  // co_await scope.join(), inside a Task: as wait(), without blocking the
+  // worker (R33). Owning: the joiner's cancellation cancels the scope with
+  // its reason, and the join goes on until every task is terminal; it then
+  // rethrows the first failure, else throws OperationCancelled if the joiner
+  // was cancelled. From a task of this scope: std::logic_error.
+  detail::JoinAwaitable join() noexcept { return detail::JoinAwaitable(set_, /*rethrow=*/true); }
+
   // Tasks not yet terminal.
   std::size_t size() const noexcept { return set_.pending(); }
 

@@ -76,6 +76,15 @@ class TaskGroup {
     if (std::exception_ptr failure = set_.failure()) std::rethrow_exception(failure);
   }
 
+  // Inside a Task, without blocking the worker (R34): co_await join() waits
+  // for every task and does not rethrow; co_await join_and_rethrow() then
+  // rethrows the first failure. Both are owning: the joiner's cancellation
+  // cancels the group with its reason, the join goes on, and then throws
+  // OperationCancelled (unless there is a failure to rethrow). From a task of
+  // this group: std::logic_error.
+  detail::JoinAwaitable join() noexcept { return detail::JoinAwaitable(set_, false); }
+  detail::JoinAwaitable join_and_rethrow() noexcept { return detail::JoinAwaitable(set_, true); }
+
   // Tasks submitted, rejected ones included.
   std::size_t size() const noexcept {
     return submitted_.load(std::memory_order_relaxed);  // relaxed: a statistic

@@ -46,6 +46,18 @@ class TaskHandle {
   TaskResult result() const noexcept { return future_.result(); }
   Future<T>& future() noexcept { return future_; }
 
+  // co_await handle, inside a Task (R31): as the future's, and owning: the
+  // awaiter's cancellation cancels the task (with its reason), and the await
+  // goes on until the task ends.
+  detail::FutureAwaiter<T> quell_awaiter(TaskPromiseBase& promise,
+                                         const CancellationToken& token) & noexcept {
+    return detail::FutureAwaiter<T>(future_, promise, token, true);
+  }
+  // In a foreign coroutine: as the future's.
+  detail::ForeignFutureAwaiter<T> operator co_await() & noexcept {
+    return detail::ForeignFutureAwaiter<T>(future_);
+  }
+
  private:
   friend class ThreadPool;
 

@@ -10,10 +10,12 @@
 // Thread safety: thread-compatible.
 
 #include <chrono>
+#include <concepts>
 #include <optional>
 
 #include "quell/cancellation.hpp"
 #include "quell/detail/clock.hpp"
+#include "quell/stop_token.hpp"
 #include "quell/task_status.hpp"
 
 namespace quell {
@@ -22,10 +24,20 @@ class TaskOptions {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // The setters never throw: they move a token and store plain values.
+  // The setters never throw, set_cancellation(const Token&) excepted: they
+  // move a token and store plain values.
   TaskOptions& set_cancellation(CancellationToken token) {
     token_ = std::move(token);
     return *this;
+  }
+  // Any other stoppable_token (a std::stop_token, say), through
+  // to_cancellation_token(): the task is cancelled when `token` is
+  // stop-requested. The one setter that may throw: std::bad_alloc from that
+  // conversion, with no effect.
+  template <stoppable_token Token>
+    requires(!std::same_as<Token, CancellationToken>)
+  TaskOptions& set_cancellation(const Token& token) {
+    return set_cancellation(to_cancellation_token(token));
   }
   TaskOptions& set_deadline(Clock::time_point deadline) {
     deadline_ = deadline;

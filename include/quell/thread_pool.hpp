@@ -71,6 +71,7 @@ struct ThreadPoolStats {
   std::uint64_t stolen = 0;
   std::size_t queued = 0;   // accepted, neither started nor resolved
   std::size_t running = 0;  // started, not yet terminal
+  std::size_t suspended = 0;  // of `running`: coroutine tasks parked at a co_await
 };
 
 class ThreadPool {
@@ -90,7 +91,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // F is invocable as f() or f(CancellationToken) (the token form wins when
-  // both are); R is its decayed result type. The options are taken by
+  // both are); R is its decayed result type. F may also be a Task<T>, or
+  // return one: the task then runs as the pool task's root coroutine, R is
+  // T, and f (with its captures) lives until the coroutine ends (R27, R28). The options are taken by
   // reference: a copy would copy the token, two atomic operations on a
   // state that every task sharing the token contends for.
   //

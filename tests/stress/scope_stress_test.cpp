@@ -26,6 +26,7 @@
 #include "quell/task_group.hpp"
 #include "quell/thread_pool.hpp"
 #include "../sanitized.hpp"
+#include "progress_watchdog.hpp"
 
 namespace quell {
 namespace {
@@ -36,45 +37,9 @@ constexpr int kRounds = test::kSanitized ? 2000 : 5000;
 // message rather than wait for the suite's timeout.
 constexpr std::chrono::seconds kHangGuard{120};
 
-class Watchdog {
+class Watchdog : public test::ProgressWatchdog {
  public:
-  Watchdog()
-      : thread_([this] {
-          std::unique_lock lock(mutex_);
-          while (!stop_) {
-            const long seen = progress_;
-            // A timed wait as a failure guard only: tick() wakes it.
-            if (!changed_.wait_for(lock, kHangGuard, [&] { return stop_ || progress_ != seen; })) {
-              std::fprintf(stderr, "no progress for %llds at step %ld: a hang\n",
-                           static_cast<long long>(kHangGuard.count()), seen);
-              std::abort();
-            }
-          }
-        }) {}
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-  ~Watchdog() {
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    changed_.notify_one();
-    thread_.join();
-  }
-  void tick() {
-    {
-      std::lock_guard lock(mutex_);
-      ++progress_;
-    }
-    changed_.notify_one();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  long progress_ = 0;  // guarded by mutex_
-  bool stop_ = false;  // guarded by mutex_
-  std::thread thread_;
+  Watchdog() : ProgressWatchdog(kHangGuard) {}
 };
 
 // What every callable of a round carries: counts its live instances (a

@@ -231,12 +231,14 @@ class CancelState {
   }
 
   // Unlinks `node` and drops its reference. If request_cancel() already took
-  // it and its callback is running on another thread, waits until it returns;
-  // if it runs on this thread (we are inside it), returns at once.
-  void deregister(CallbackNode* node) noexcept {
+  // it and its callback is running on another thread, waits until it returns
+  // (unless `wait` is false: the caller knows the callback will not touch
+  // anything of the node's owner again); if it runs on this thread (we are
+  // inside it), returns at once.
+  void deregister(CallbackNode* node, bool wait = true) noexcept {
     lock();
     if (node->prev_next_ == nullptr) {
-      deregister_taken(node);
+      deregister_taken(node, wait);
       return;
     }
     *node->prev_next_ = node->next_;
@@ -314,7 +316,7 @@ class CancelState {
 
   std::uint64_t wait_unlocked(std::uint64_t word) noexcept;
   void run_callbacks() noexcept;
-  void deregister_taken(CallbackNode* node) noexcept;
+  void deregister_taken(CallbackNode* node, bool wait) noexcept;
   void destroy() noexcept;
   [[noreturn]] static void references_exhausted() noexcept;  // past kRefCapacity: aborts
   [[noreturn]] static void throw_length_error();

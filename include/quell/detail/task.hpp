@@ -47,12 +47,18 @@
 //   T6  A task of a group or scope (a tracked task) counts once in its set's
 //       pending tasks, from spawn until the finished hook, which runs after
 //       the terminal exchange and is the last access to the set.
+//   T7  Bit 9 says a coroutine waits (coro_waiter_, written before the bit
+//       is set, with release). Exactly one thread fires it: the terminal
+//       exchange that returns the bit, unless the waiter cleared the bit
+//       first by CAS on a word that was not terminal (its await was
+//       cancelled): then the completer never reads coro_waiter_.
 //
 // Ordering: the terminal exchange is a release; ready() and the waits load
 // with acquire. So the result, the error and the callable's destruction
 // happen-before any observer that sees the task terminal.
 
 #include <chrono>
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <new>
@@ -63,17 +69,61 @@
 #include "quell/detail/task_block.hpp"
 #include "quell/task_status.hpp"
 
+namespace quell {
+template <class T>
+class Task;
+}
+
 namespace quell::detail {
 
 class PoolCore;
 class TaskBase;
+
+// What the pool's queues hold: a task to start, or a coroutine strand to
+// resume (resumption_). The links and keys the queues read are here.
+struct QueueNode {
+  QueueNode* queue_next_ = nullptr;  // the injection queue's link, guarded by its lock
+  TaskId family_ = 0;                // its root task's id (F1); set at submission
+  TaskPriority priority_ = TaskPriority::normal;
+  bool resumption_ = false;          // a Strand, not a TaskBase; never changes
+};
+
+// A chain of coroutines of which one at a time runs or waits: a root's, or a
+// sync_wait's. Its node carries the pending resumption (at most one, R12):
+// whoever resumes a coroutine of the strand sets resume_ and queues the
+// strand on the coroutine's home. Defined in detail/coro_task.hpp's terms.
+struct Strand : QueueNode {
+  Strand() noexcept { resumption_ = true; }
+  std::coroutine_handle<> resume_;              // written by the poster, before the push
+  TaskBase* task_ = nullptr;                    // the root's pool task; null on a sync_wait loop
+  const CancellationToken* token_ = nullptr;    // the resumed coroutine's current token
+  void (*done_)(Strand* strand) noexcept = nullptr;  // the root coroutine ended (its final suspend)
+  // A foreign coroutine moved in by schedule(): its home counted it in
+  // (Executor::enter) and counts it out once this resumption ran.
+  bool visitor_ = false;
+  // Counted in stats().suspended. Parking and unparking are ordered by the
+  // suspension's hand-over (park, publish, resume, unpark), so a plain flag
+  // makes both idempotent: a root parked twice (a stoppable awaiter that
+  // also posts through post_resume) counts once.
+  bool parked_ = false;
+  // A pool root's link to its pool's shutdown state, attached when it first
+  // parks (R40); detached when the root ends.
+  CancelLink shutdown_link_;
+};
 
 // The hook every task's state runs first when its token fires: moves a
 // queued task to dropping, destroys its callable and resolves it. Defined
 // with the pool.
 void task_on_cancel(CancelState* state) noexcept;
 
-class TaskBase : public CancelState {
+// A coroutine waiting for a task to end (co_await future): fired once, by
+// the thread that makes the task terminal, unless the waiter took itself
+// back first (TaskBase::kCoroWaiting).
+struct CoroWaiter {
+  void (*fire)(CoroWaiter* waiter) noexcept;
+};
+
+class TaskBase : public CancelState, public QueueNode {
  public:
   using Clock = std::chrono::steady_clock;
 
@@ -89,6 +139,11 @@ class TaskBase : public CancelState {
   static constexpr std::uint32_t kLinkCancelled = 9;  // internal: cancelled while linking
   static constexpr std::uint32_t kValueMask = 0xFF;
   static constexpr std::uint32_t kThreadWaiting = 1u << 8;
+  // coro_waiter_ is set and waits for the terminal exchange (T7).
+  static constexpr std::uint32_t kCoroWaiting = 1u << 9;
+  // run() returned with the task still running: a coroutine root parked at a
+  // co_await, which finishes the task itself when it ends.
+  static constexpr std::uint32_t kStillRunning = kRunning;
 
   static constexpr bool is_terminal(std::uint32_t word) noexcept {
     const std::uint32_t value = word & kValueMask;
@@ -104,6 +159,21 @@ class TaskBase : public CancelState {
 
   const Ops* ops() const noexcept { return static_cast<const Ops*>(hooks()); }
 
+  // Inside a catch handler: the outcome of the exception in flight (a
+  // callable's, or a coroutine root's that escaped before its first await), which is
+  // kept in error_ unless it is OperationCancelled (cancelled, or timed_out
+  // when the task's reason is its deadline).
+  std::uint32_t root_outcome_of_exception() noexcept {
+    try {
+      throw;
+    } catch (const OperationCancelled&) {
+      return reason() == static_cast<std::uint64_t>(CancelReason::deadline) ? kTimedOut : kCancelled;
+    } catch (...) {
+      error_ = std::current_exception();
+      return kFailed;
+    }
+  }
+
   TaskStatus status() const noexcept {
     // Acquire: pairs with the release exchange that stored a terminal value.
     const std::uint32_t value = status_.load(std::memory_order_acquire) & kValueMask;
@@ -112,16 +182,15 @@ class TaskBase : public CancelState {
   bool ready() const noexcept { return is_terminal(status_.load(std::memory_order_acquire)); }
 
   std::atomic<std::uint32_t> status_{kQueued};
-  TaskPriority priority_ = TaskPriority::normal;
   bool timed_ = false;                            // has timer entries; set before publication
   bool delayed_ = false;                          // starts later, by the timer; ditto
   TaskId id_ = 0;
-  TaskId family_ = 0;  // its root task's id (F1); set at submission
   PoolCore* pool_ = nullptr;                      // set at submission; never changes
   Clock::time_point deadline_ = Clock::time_point::max();
   std::exception_ptr error_;                      // written by the thread that ran the task
   CancelLink origin_;                             // to the submitter's token; owner: whoever resolves
-  TaskBase* queue_next_ = nullptr;                // the injection queue's link, guarded by its lock
+  const void* set_ = nullptr;                     // the group or scope tracking it; set before publication
+  CoroWaiter* coro_waiter_ = nullptr;             // T7; written before kCoroWaiting is set
 
  protected:
   // `refs` references (queue, future, handle) and `sources` sources (the
@@ -158,9 +227,47 @@ class TaskSlot<void> : public TaskBase {
 template <class F>
 inline constexpr bool kTakesToken = std::is_invocable_v<F&&, CancellationToken>;
 
+template <class T>
+inline constexpr bool kIsTask = false;
+template <class T>
+inline constexpr bool kIsTask<Task<T>> = true;
+
+// What calling f for its task gives. A Task itself counts as a callable
+// returning itself, so that everything taking a callable takes a Task.
+template <class F, bool = kIsTask<F>>
+struct CallResult {
+  using type = std::decay_t<typename std::conditional_t<
+      kTakesToken<F>, std::invoke_result<F&&, CancellationToken>, std::invoke_result<F&&>>::type>;
+};
 template <class F>
-using TaskResultOf = std::decay_t<typename std::conditional_t<
-    kTakesToken<F>, std::invoke_result<F&&, CancellationToken>, std::invoke_result<F&&>>::type>;
+struct CallResult<F, true> {
+  using type = F;
+};
+template <class F>
+using CallResultOf = typename CallResult<F>::type;
+
+// A callable that returns a Task<T> runs that task to its end (R28): the
+// task's value is the result, and the callable lives until the task ends.
+template <class R>
+struct TaskValue {
+  using type = R;
+  static constexpr bool coroutine = false;
+};
+template <class T>
+struct TaskValue<Task<T>> {
+  using type = T;
+  static constexpr bool coroutine = true;
+};
+
+template <class F>
+using TaskResultOf = typename TaskValue<CallResultOf<F>>::type;
+template <class F>
+inline constexpr bool kReturnsTask = TaskValue<CallResultOf<F>>::coroutine;
+
+// A coroutine root's state inside its task node (detail/coro_task.hpp).
+template <class R>
+class CoroRoot;
+struct NoCoroRoot {};
 
 // What a tracked task adds: a second origin, an owner (a group or scope,
 // detail/task_set.hpp) whose token also cancels the task and who is told
@@ -214,21 +321,25 @@ class TaskNode final : public TaskSlot<R> {
 
   static std::uint32_t run(TaskBase* base) noexcept {
     auto* self = static_cast<TaskNode*>(base);
+    if constexpr (kReturnsTask<F>) {
+      return self->start_coroutine();
+    } else {
+      return self->run_callable();
+    }
+  }
+
+  std::uint32_t run_callable() noexcept {
     std::uint32_t outcome = TaskBase::kCompleted;
     try {
       if constexpr (kTakesToken<F>) {
-        self->invoke(StateAccess::token(self));
+        invoke(StateAccess::token(this));
       } else {
-        self->invoke();
+        invoke();
       }
-    } catch (const OperationCancelled&) {
-      const bool deadline = self->reason() == static_cast<std::uint64_t>(CancelReason::deadline);
-      outcome = deadline ? TaskBase::kTimedOut : TaskBase::kCancelled;
     } catch (...) {
-      self->error_ = std::current_exception();
-      outcome = TaskBase::kFailed;
+      outcome = this->root_outcome_of_exception();
     }
-    self->fn_.~F();
+    fn_.~F();
     return outcome;
   }
 
@@ -239,6 +350,28 @@ class TaskNode final : public TaskSlot<R> {
     } else {
       new (&this->value_) R(std::move(fn_)(std::forward<Token>(token)...));
     }
+  }
+
+  // Calls f for its task and starts that as this task's root coroutine:
+  // the outcome if it ended here, else kStillRunning (it finishes the task
+  // when it ends, and destroys f then).
+  std::uint32_t start_coroutine() noexcept {
+    Task<R> task;
+    try {
+      if constexpr (kIsTask<F>) {
+        task = std::move(fn_);
+      } else if constexpr (kTakesToken<F>) {
+        task = std::move(fn_)(StateAccess::token(this));
+      } else {
+        task = std::move(fn_)();
+      }
+    } catch (...) {
+      fn_.~F();
+      return this->root_outcome_of_exception();
+    }
+    return root_.start(this, std::move(task), [](TaskBase* base) noexcept {
+      static_cast<TaskNode*>(base)->fn_.~F();
+    });
   }
 
   static void drop(TaskBase* base) noexcept { static_cast<TaskNode*>(base)->fn_.~F(); }
@@ -273,6 +406,7 @@ class TaskNode final : public TaskSlot<R> {
       {&task_on_cancel, &destroy}, &run, &drop, kTracked ? &finished : nullptr};
 
   [[no_unique_address]] std::conditional_t<kTracked, ExtraOrigin, NoExtraOrigin> tracked_;
+  [[no_unique_address]] std::conditional_t<kReturnsTask<F>, CoroRoot<R>, NoCoroRoot> root_;
   union {
     F fn_;
   };

@@ -19,7 +19,10 @@
 #include <type_traits>
 #include <utility>
 
+#include <stdexcept>
+
 #include "quell/cancellation.hpp"
+#include "quell/detail/coro_task.hpp"
 #include "quell/detail/submission.hpp"
 #include "quell/detail/task.hpp"
 #include "quell/detail/wait_count.hpp"
@@ -47,6 +50,7 @@ class TaskSet {
     ExtraOrigin& origin = task->extra_origin();
     origin.owner = this;
     origin.ended = &TaskSet::task_ended;
+    task->set_ = this;
     pending_.add();
     const Placement placement{state_, &origin.link, nullptr, family_};
     bool accepted = false;
@@ -82,6 +86,8 @@ class TaskSet {
   }
 
   std::size_t pending() const noexcept { return pending_.count(); }
+  // A coroutine's join: false if nothing is pending (W4).
+  bool arm_coroutine(CoroWaiter* waiter) noexcept { return pending_.arm_coroutine(waiter); }
   PoolCore* pool() const noexcept { return pool_; }
   CancellationSource& source() noexcept { return source_; }
   const CancellationSource& source() const noexcept { return source_; }
@@ -106,6 +112,76 @@ class TaskSet {
   std::atomic<std::uint32_t> has_failure_{0};  // 0 none, 1 being written, 2 written
   std::exception_ptr failure_;                 // written once, by the claim's winner
   const bool fail_fast_;
+};
+
+// Whether the calling thread runs a task of `set` (its join would wait for
+// itself).
+bool current_task_in_set(const void* set) noexcept;
+
+// co_await scope.join(), group.join(), group.join_and_rethrow() (R33, R34).
+// Owning: the joiner's cancellation cancels the set with its reason, and the
+// join goes on until every task is terminal; then it rethrows the first
+// failure (if asked to), else throws OperationCancelled if the joiner was
+// cancelled.
+class JoinAwaiter final : private StoppableWait, private CoroWaiter {
+ public:
+  JoinAwaiter(TaskSet& set, bool rethrow, TaskPromiseBase& promise,
+              const CancellationToken& token) noexcept
+      : CoroWaiter{&fired}, set_(&set), promise_(&promise), token_(&token), rethrow_(rethrow) {}
+
+  bool await_ready() const {
+    if (current_task_in_set(set_)) {
+      throw std::logic_error("quell: a join awaited from a task of its own group or scope");
+    }
+    return set_->pending() == 0 && !token_->cancelled();
+  }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    return suspend(*promise_, h, *token_, [this]() noexcept {
+      armed_ = true;
+      return set_->arm_coroutine(this);
+    });
+  }
+  void await_resume() {
+    if (armed_) finish();
+    if (std::exception_ptr failure = rethrow_ ? set_->failure() : nullptr) {
+      std::rethrow_exception(failure);
+    }
+    if (token_->cancelled()) throw OperationCancelled();
+  }
+  Result<void> result() noexcept {
+    if (armed_) finish();
+    if (std::exception_ptr failure = rethrow_ ? set_->failure() : nullptr) {
+      return Result<void>(failure);
+    }
+    if (token_->cancelled()) return Result<void>(make_error_code(Errc::cancelled));
+    return Result<void>(std::in_place);
+  }
+
+ private:
+  bool withdraw() noexcept override {
+    set_->source().request_cancel(token_->reason());
+    return false;  // owning: the set's last task resumes us
+  }
+  static void fired(CoroWaiter* waiter) noexcept { static_cast<JoinAwaiter*>(waiter)->complete(); }
+
+  TaskSet* set_;
+  TaskPromiseBase* promise_;
+  const CancellationToken* token_;
+  bool rethrow_;
+  bool armed_ = false;
+};
+
+// What join() returns: awaitable inside a Task.
+class [[nodiscard]] JoinAwaitable {
+ public:
+  JoinAwaitable(TaskSet& set, bool rethrow) noexcept : set_(&set), rethrow_(rethrow) {}
+  JoinAwaiter quell_awaiter(TaskPromiseBase& promise, const CancellationToken& token) const noexcept {
+    return JoinAwaiter(*set_, rethrow_, promise, token);
+  }
+
+ private:
+  TaskSet* set_;
+  bool rethrow_;
 };
 
 }  // namespace quell::detail
