@@ -1,0 +1,768 @@
+// quell's coroutine layer (API.md §10.9) against the floor task
+// (bench/floor_task.hpp) and standalone Asio's awaitable, the same workload
+// behind every peer. Run it through bench/run_coro_bench.sh: one benchmark
+// per fresh process, shuffled, several rounds; the script also runs
+// coro_instructions (C2's instruction counts, under callgrind) and
+// coro_alloc (C3's allocation counts, C10's frame sizes), and prints every
+// figure against its target.
+//
+// Names are <workload>/<peer>. Every benchmark times itself (UseManualTime,
+// steady_clock), runs its workload once untimed first, and reports counters:
+//   C1_await           ns_per_await, ms_total (= C8's 10^7 loop)
+//   C2_cancellable     ns_per_await_default, ns_per_await_cancellable and
+//                      delta_ns_per_await (median of paired differences)
+//   C4_submit_get      ns_per_task (10^6 submitted, then every get())
+//   C5_hop             ns_per_hop (10^6 hops in one coroutine)
+//   C6_cancel          us_median, us_p90 (of kLatencySamples per process)
+//   C7_when_any        us_median, us_p90 (of kWhenAnySamples per iteration,
+//                      each timed inside the root coroutine)
+//   C8_recursion       ms_total (10^6 deep)
+//   C9_when_all        ms_parallel, ms_in_turn and speedup (median of the
+//                      per-pair ratios in_turn / parallel)
+//   C11_unwind         ns_per_level (chains 10 deep minus chains 0 deep)
+//   fanout             ns_per_child (when_all of kFanout children)
+//
+// Threads. quell: a ThreadPool of two workers; the root coroutine runs on a
+// worker, the main thread submits and waits. Asio: an io_context run by the
+// calling thread (C1, C8: one thread, as the floor), or asio::thread_pool(2)
+// (C4, C5, C6, and C7, C9, fanout: combinators over a pool of two, as
+// quell's). Asio's combinators (parallel_group, and the awaitable operators
+// built on it) are not thread-safe on a multi-threaded executor (asio#1348,
+// asio#1630; TSan reports a race in the group's launch here), so their
+// parents run on a strand of that pool. The floor runs on the calling
+// thread.
+
+#include <benchmark/benchmark.h>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/thread_pool.hpp>
+#include <asio/use_future.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <future>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "coro_workloads.hpp"
+#include "harness.hpp"
+#include "quell/coro.hpp"
+#include "quell/thread_pool.hpp"
+#include "quell/when.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using quell_bench::Clock;
+using quell_bench::median;
+using quell_bench::run_timed;
+using quell_bench::seconds_since;
+
+constexpr std::size_t kWorkers = 2;
+constexpr long kAwaits = 10'000'000;         // C1, C2, C8's loop
+constexpr std::size_t kSubmits = 1'000'000;  // C4
+constexpr long kHops = 1'000'000;            // C5
+constexpr int kLatencySamples = 200;         // C6
+constexpr int kWhenAnySamples = 10'000;      // C7, per iteration
+constexpr int kReady = 7;                    // C7: the ready child's value
+constexpr long kDepth = 1'000'000;           // C8
+constexpr int kFibChildren = 64;             // C9
+constexpr int kFibN = 22;                    // C9: each child's fib(n)
+constexpr int kFanout = 1'000;               // fanout: children per when_all
+constexpr int kFanouts = 100;                // fanout: when_alls per iteration
+constexpr int kAsioGroup = 50;               // fanout: Asio's children per group
+constexpr int kUnwindLevels = 10;            // C11
+constexpr int kUnwindChains = 20'000;        // C11, per iteration and depth
+
+void check(bool ok, const char* what) {
+  if (!ok) throw std::runtime_error(what);
+}
+
+// ---- C1: co_await a child that co_returns at once, 10^7 times -------------
+
+template <class Loop>
+void run_await_loop(benchmark::State& state, Loop loop) {
+  long expected = kAwaits * (kAwaits - 1) / 2;
+  run_timed(state, kAwaits, "ns_per_await", [&] {
+    const auto start = Clock::now();
+    const long sum = loop();
+    const double s = seconds_since(start);
+    check(sum == expected, "wrong sum");
+    return s;
+  }, "ms_total");
+}
+
+void C1_await_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  run_await_loop(state, [&] { return pool.submit(quell_bench::quell_await_loop(kAwaits)).get(); });
+}
+void C1_await_floor(benchmark::State& state) {
+  run_await_loop(state, [] { return quell_bench::floor_await_loop(kAwaits).run(); });
+}
+void C1_await_asio(benchmark::State& state) {
+  run_await_loop(state, [] { return quell_bench::run_asio_await_loop(kAwaits); });
+}
+BENCHMARK(C1_await_quell)->Name("C1_await/quell")->UseManualTime()->Iterations(5);
+BENCHMARK(C1_await_floor)->Name("C1_await/floor")->UseManualTime()->Iterations(5);
+BENCHMARK(C1_await_asio)->Name("C1_await/asio")->UseManualTime()->Iterations(5);
+
+// ---- C2: the same, the root's token cancellable vs default -----------------
+// Paired in one process: each iteration runs both loops, alternating which
+// goes first; delta is the median of the per-pair differences.
+
+void C2_cancellable_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  quell::CancellationSource source;
+  const quell::TaskOptions cancellable = quell::TaskOptions().set_cancellation(source.token());
+  const auto once = [&](const quell::TaskOptions& options) {
+    const auto start = Clock::now();
+    const long sum = pool.submit(quell_bench::quell_await_loop(kAwaits), options).get();
+    const double s = seconds_since(start);
+    check(sum == kAwaits * (kAwaits - 1) / 2, "wrong sum");
+    return s;
+  };
+  once({});
+  once(cancellable);
+  std::vector<double> diffs;
+  double plain_total = 0, cancellable_total = 0;
+  std::size_t pair = 0;
+  for (auto _ : state) {
+    double plain, other;
+    if (pair++ % 2 == 1) {
+      other = once(cancellable);
+      plain = once({});
+    } else {
+      plain = once({});
+      other = once(cancellable);
+    }
+    state.SetIterationTime(plain + other);
+    plain_total += plain;
+    cancellable_total += other;
+    diffs.push_back(other - plain);
+  }
+  const double per = 1e9 / (static_cast<double>(kAwaits) * static_cast<double>(state.iterations()));
+  state.counters["ns_per_await_default"] = plain_total * per;
+  state.counters["ns_per_await_cancellable"] = cancellable_total * per;
+  state.counters["delta_ns_per_await"] = median(diffs) * 1e9 / static_cast<double>(kAwaits);
+}
+BENCHMARK(C2_cancellable_quell)->Name("C2_cancellable/quell")->UseManualTime()->Iterations(6);
+
+// ---- C4: submit a root from outside, 10^6, then get() each ----------------
+
+quell::Task<void> empty_task() { co_return; }
+asio::awaitable<void> asio_empty() { co_return; }
+
+template <class Submit, class Future>
+void run_submit_get(benchmark::State& state, Submit submit, std::vector<Future>& futures) {
+  futures.reserve(kSubmits);
+  run_timed(state, kSubmits, "ns_per_task", [&] {
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < kSubmits; ++i) futures.push_back(submit());
+    for (auto& future : futures) future.get();
+    const double s = seconds_since(start);
+    futures.clear();
+    return s;
+  });
+}
+
+void C4_submit_get_quell_task(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  std::vector<quell::Future<void>> futures;
+  run_submit_get(state, [&] { return pool.submit(empty_task()); }, futures);
+}
+void C4_submit_get_quell_lambda(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  std::vector<quell::Future<void>> futures;
+  run_submit_get(state, [&] { return pool.submit([] {}); }, futures);
+}
+void C4_submit_get_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  std::vector<std::future<void>> futures;
+  run_submit_get(state, [&] { return asio::co_spawn(pool, asio_empty(), asio::use_future); },
+                 futures);
+  pool.join();
+}
+BENCHMARK(C4_submit_get_quell_task)->Name("C4_submit_get/quell_task")->UseManualTime()->Iterations(3);
+BENCHMARK(C4_submit_get_quell_lambda)
+    ->Name("C4_submit_get/quell_lambda")
+    ->UseManualTime()
+    ->Iterations(3);
+BENCHMARK(C4_submit_get_asio)->Name("C4_submit_get/asio_co_spawn")->UseManualTime()->Iterations(3);
+
+// ---- C5: hop onto the pool from a worker, 10^6 times -----------------------
+
+quell::Task<void> quell_hops(quell::ThreadPool& pool, long n) {
+  for (long i = 0; i < n; ++i) co_await quell::schedule(pool);
+}
+asio::awaitable<void> asio_hops(long n) {
+  auto executor = co_await asio::this_coro::executor;
+  for (long i = 0; i < n; ++i) co_await asio::post(executor, asio::use_awaitable);
+}
+
+void C5_hop_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  run_timed(state, kHops, "ns_per_hop", [&] {
+    const auto start = Clock::now();
+    pool.submit(quell_hops(pool, kHops)).get();
+    return seconds_since(start);
+  });
+}
+void C5_hop_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  run_timed(state, kHops, "ns_per_hop", [&] {
+    const auto start = Clock::now();
+    asio::co_spawn(pool, asio_hops(kHops), asio::use_future).get();
+    return seconds_since(start);
+  });
+  pool.join();
+}
+BENCHMARK(C5_hop_quell)->Name("C5_hop/quell")->UseManualTime()->Iterations(3);
+BENCHMARK(C5_hop_asio)->Name("C5_hop/asio")->UseManualTime()->Iterations(3);
+
+// ---- C6: cancel a root parked in a 1 h sleep -> its completion --------------
+// Each sample lets the pool go idle first (1 ms), as it would be with every
+// root asleep; the main thread then spins until it sees the outcome.
+
+void report_percentiles(benchmark::State& state, std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  state.counters["us_median"] = median(us);
+  state.counters["us_p90"] = us[us.size() * 9 / 10];
+}
+
+void report_latencies(benchmark::State& state, const std::function<double()>& sample) {
+  std::vector<double> us;
+  sample();  // warm-up
+  for (auto _ : state) {
+    double total = 0;
+    for (int i = 0; i < kLatencySamples; ++i) {
+      const double s = sample();
+      total += s;
+      us.push_back(s * 1e6);
+    }
+    state.SetIterationTime(total);
+  }
+  report_percentiles(state, std::move(us));
+}
+
+void spin_until(const std::atomic<int>& flag) {
+  while (flag.load(std::memory_order_acquire) == 0) {
+  }
+}
+
+// Reads the clock when the coroutine's locals die: after the cancelled
+// sleep resumed it (and, in the throwing form, the exception left the body).
+struct EndStamp {
+  Clock::time_point* at;
+  ~EndStamp() { *at = Clock::now(); }
+};
+
+quell::Task<void> sleep_an_hour(std::atomic<int>* started, Clock::time_point* ended) {
+  EndStamp stamp{ended};
+  started->store(1, std::memory_order_release);
+  co_await quell::sleep_for(1h);
+}
+quell::Task<void> sleep_an_hour_as_result(std::atomic<int>* started, Clock::time_point* ended) {
+  EndStamp stamp{ended};
+  started->store(1, std::memory_order_release);
+  auto r = co_await quell::as_result(quell::sleep_for(1h));
+  if (r.cancelled()) co_yield quell::cancelled;
+}
+
+// cancel() -> the future ready, the root woken by a cancelled sleep that
+// throws (`co_await sleep_for(1h)`) or not (as_result + co_yield cancelled).
+// Also us_to_locals_end: cancel() -> the coroutine's locals destroyed, and
+// us_in_cancel_call: how long cancel() itself took.
+// Block: the main thread blocks in wait() instead of spinning on ready()
+// (with it spinning, one of the two CPUs is taken while the pool works).
+template <bool AsResult, bool Block = false>
+void C6_cancel_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  std::vector<double> to_end, cancel_call;
+  report_latencies(state, [&] {
+    std::atomic<int> started{0};
+    Clock::time_point ended;
+    auto handle = AsResult ? pool.handle(sleep_an_hour_as_result(&started, &ended))
+                           : pool.handle(sleep_an_hour(&started, &ended));
+    spin_until(started);
+    while (pool.stats().suspended == 0) std::this_thread::yield();
+    std::this_thread::sleep_for(1ms);
+    const auto start = Clock::now();
+    handle.cancel();
+    cancel_call.push_back(seconds_since(start) * 1e6);
+    if constexpr (Block) handle.wait();
+    while (!handle.future().ready()) {
+    }
+    const double s = seconds_since(start);
+    check(handle.status() == quell::TaskStatus::cancelled, "not cancelled");
+    to_end.push_back(std::chrono::duration<double>(ended - start).count() * 1e6);
+    return s;
+  });
+  state.counters["us_to_locals_end_median"] = median(to_end);
+  state.counters["us_in_cancel_call_median"] = median(cancel_call);
+}
+// submit -> the first instruction of a lambda, on an idle pool.
+void C6_cancel_quell_submit_start(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  report_latencies(state, [&] {
+    std::this_thread::sleep_for(1ms);
+    std::atomic<int> ran{0};
+    Clock::time_point started;
+    const auto start = Clock::now();
+    auto future = pool.submit([&] {
+      started = Clock::now();
+      ran.store(1, std::memory_order_release);
+    });
+    spin_until(ran);
+    future.get();
+    return std::chrono::duration<double>(started - start).count();
+  });
+}
+// Asio: a coroutine on thread_pool(2) waiting on a 1 h steady_timer, its
+// co_spawn completion bound to a cancellation slot; emit() posted to the
+// pool -> the completion handler runs (it reads the clock).
+void C6_cancel_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  report_latencies(state, [&] {
+    auto signal = std::make_unique<asio::cancellation_signal>();
+    std::atomic<int> started{0}, done{0};
+    Clock::time_point ended;
+    asio::co_spawn(
+        pool,
+        [&started]() -> asio::awaitable<void> {
+          asio::steady_timer timer(co_await asio::this_coro::executor, 1h);
+          started.store(1, std::memory_order_release);
+          co_await timer.async_wait(asio::use_awaitable);
+        },
+        asio::bind_cancellation_slot(signal->slot(), [&](std::exception_ptr) {
+          ended = Clock::now();
+          done.store(1, std::memory_order_release);
+        }));
+    spin_until(started);
+    std::this_thread::sleep_for(1ms);
+    const auto start = Clock::now();
+    asio::post(pool.get_executor(),
+               [&signal] { signal->emit(asio::cancellation_type::terminal); });
+    spin_until(done);
+    return std::chrono::duration<double>(ended - start).count();
+  });
+  pool.join();
+}
+BENCHMARK(C6_cancel_quell<false>)->Name("C6_cancel/quell")->UseManualTime()->Iterations(1);
+BENCHMARK(C6_cancel_quell<true>)
+    ->Name("C6_cancel/quell_as_result")
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK(C6_cancel_quell<false, true>)
+    ->Name("C6_cancel/quell_blocking_wait")
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK(C6_cancel_quell_submit_start)
+    ->Name("C6_cancel/quell_submit_start")
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK(C6_cancel_asio)->Name("C6_cancel/asio")->UseManualTime()->Iterations(1);
+
+// ---- C7: when_any(a ready child, a child asleep for 1 h), end to end --------
+// A root coroutine times kWhenAnySamples co_awaits back to back, each from
+// before its children are made to after it resumed: the ready child wins,
+// and the sleeper is cancelled and joined (coro_workloads.hpp). quell:
+// `when_any(ready, sleeper)` as API.md states it; the sleeper first (it
+// starts inline and parks in its sleep, usually before the ready child
+// runs, so its cancellation withdraws a timer and posts it); and no_throw,
+// the sleeper in its as_result form (what the loser's OperationCancelled
+// costs). Asio on a strand of thread_pool(2): `ready() ||
+// timer.async_wait()` (awaitable_operators: a parallel_group of two
+// co_spawns, waiting for one success and cancelling the other), and the
+// timer first.
+
+using quell_bench::WhenAnyForm;
+
+// Returns the samples, in seconds. Aborts (through the root's get()) unless
+// the ready child won and every sleeper that started has ended.
+template <WhenAnyForm Form>
+quell::Task<std::vector<double>> quell_when_any_samples(int n) {
+  quell_bench::SleeperCounts sleepers;
+  std::vector<double> samples;
+  samples.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    const auto start = Clock::now();
+    const auto winner = co_await quell_bench::quell_when_any<Form>(&sleepers, kReady);
+    samples.push_back(seconds_since(start));
+    check(quell_bench::ready_value<Form>(winner) == kReady, "when_any: the ready child did not win");
+    check(sleepers.started == sleepers.ended, "when_any resumed before its loser ended");
+  }
+  co_return samples;
+}
+
+asio::awaitable<std::vector<double>> asio_when_any_samples(int n, bool timer_first) {
+  using namespace asio::experimental::awaitable_operators;
+  const auto executor = co_await asio::this_coro::executor;
+  std::vector<double> samples;
+  samples.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    const auto start = Clock::now();
+    asio::steady_timer timer(executor, 1h);
+    int value = 0;
+    if (timer_first) {
+      const auto winner =
+          co_await (timer.async_wait(asio::use_awaitable) || quell_bench::asio_child(kReady));
+      value = winner.index() == 1 ? std::get<1>(winner) : -1;
+    } else {
+      const auto winner =
+          co_await (quell_bench::asio_child(kReady) || timer.async_wait(asio::use_awaitable));
+      value = winner.index() == 0 ? std::get<0>(winner) : -1;
+    }
+    samples.push_back(seconds_since(start));
+    check(value == kReady, "||: the ready child did not win");
+  }
+  co_return samples;
+}
+
+// Runs `batch` (which returns samples in seconds) untimed, then once per
+// iteration: us_median and us_p90 over every sample.
+template <class Batch>
+void report_batch_latencies(benchmark::State& state, Batch batch) {
+  batch();  // warm-up
+  std::vector<double> us;
+  for (auto _ : state) {
+    double total = 0;
+    for (const double s : batch()) {
+      total += s;
+      us.push_back(s * 1e6);
+    }
+    state.SetIterationTime(total);
+  }
+  report_percentiles(state, std::move(us));
+}
+
+template <WhenAnyForm Form>
+void C7_when_any_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  report_batch_latencies(
+      state, [&] { return pool.submit(quell_when_any_samples<Form>(kWhenAnySamples)).get(); });
+}
+template <bool TimerFirst>
+void C7_when_any_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  report_batch_latencies(state, [&] {
+    return asio::co_spawn(asio::make_strand(pool),
+                          asio_when_any_samples(kWhenAnySamples, TimerFirst), asio::use_future)
+        .get();
+  });
+  pool.join();
+}
+BENCHMARK(C7_when_any_quell<WhenAnyForm::ready_first>)
+    ->Name("C7_when_any/quell")
+    ->UseManualTime()
+    ->Iterations(3);
+BENCHMARK(C7_when_any_quell<WhenAnyForm::sleeper_first>)
+    ->Name("C7_when_any/quell_sleeper_first")
+    ->UseManualTime()
+    ->Iterations(3);
+BENCHMARK(C7_when_any_quell<WhenAnyForm::no_throw>)
+    ->Name("C7_when_any/quell_no_throw")
+    ->UseManualTime()
+    ->Iterations(3);
+BENCHMARK(C7_when_any_asio<false>)->Name("C7_when_any/asio")->UseManualTime()->Iterations(3);
+BENCHMARK(C7_when_any_asio<true>)
+    ->Name("C7_when_any/asio_timer_first")
+    ->UseManualTime()
+    ->Iterations(3);
+
+// ---- C8: recursion 10^6 deep (the 10^7 loop is C1's ms_total) -------------
+
+template <class Recurse>
+void run_recursion(benchmark::State& state, Recurse recurse) {
+  run_timed(state, 1, "ns_total", [&] {
+    const auto start = Clock::now();
+    const long depth = recurse();
+    const double s = seconds_since(start);
+    check(depth == kDepth, "wrong depth");
+    return s;
+  }, "ms_total");
+}
+void C8_recursion_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  run_recursion(state, [&] { return pool.submit(quell_bench::quell_recurse(kDepth)).get(); });
+}
+void C8_recursion_floor(benchmark::State& state) {
+  run_recursion(state, [] { return quell_bench::floor_recurse(kDepth).run(); });
+}
+void C8_recursion_asio(benchmark::State& state) {
+  run_recursion(state, [] { return quell_bench::run_asio_recurse(kDepth); });
+}
+BENCHMARK(C8_recursion_quell)->Name("C8_recursion/quell")->UseManualTime()->Iterations(3);
+BENCHMARK(C8_recursion_floor)->Name("C8_recursion/floor")->UseManualTime()->Iterations(3);
+BENCHMARK(C8_recursion_asio)->Name("C8_recursion/asio")->UseManualTime()->Iterations(3);
+
+// ---- C9: when_all of 64 children, each computing fib(22) --------------------
+// Each child computes fib(kFibN) by plain recursion, inside one coroutine
+// (fib.hpp's fork-join fib would pull in TBB). The parallel form against the
+// same children awaited in turn, paired in one process as C2: each
+// iteration runs both, alternating which goes first; speedup is the median
+// of the per-pair ratios. Each form is timed inside its root coroutine, from
+// before its children are made to after their values are summed (so the
+// root's own start and the main thread's wake-up are not in it, the idle
+// second worker's wake-up is). quell: `when_all` over a
+// std::vector<Task<int>>.
+// Asio on thread_pool(2), the parent on a strand: a parallel_group of 64
+// co_spawned children, wait_for_all (Asio 1.22's group is variadic: a group
+// over a range came in a later release). co_spawn enters its coroutine
+// through dispatch(), which on a pool thread runs it inline, so that group,
+// its children on the parent's strand, runs them one after another on the
+// parent's thread; asio_group_posted's children are spawned on the pool
+// itself and first post themselves to it, so they run in parallel (their
+// completions reach the group from either thread, which its atomics allow).
+
+constexpr int fib_recursive(int n) {
+  return n < 2 ? n : fib_recursive(n - 1) + fib_recursive(n - 2);
+}
+constexpr long kFibSum = static_cast<long>(kFibChildren) * fib_recursive(kFibN);
+
+quell::Task<int> quell_fib_child(int n) {
+  benchmark::DoNotOptimize(n);  // computed here, not at compile time
+  co_return fib_recursive(n);
+}
+struct TimedSum {
+  long sum;
+  double seconds;
+};
+
+quell::Task<TimedSum> quell_fib_when_all() {
+  const auto start = Clock::now();
+  std::vector<quell::Task<int>> children;
+  children.reserve(kFibChildren);
+  for (int i = 0; i < kFibChildren; ++i) children.push_back(quell_fib_child(kFibN));
+  const std::vector<int> values = co_await quell::when_all(std::move(children));
+  long sum = 0;
+  for (const int value : values) sum += value;
+  co_return TimedSum{sum, seconds_since(start)};
+}
+quell::Task<TimedSum> quell_fib_in_turn() {
+  const auto start = Clock::now();
+  long sum = 0;
+  for (int i = 0; i < kFibChildren; ++i) sum += co_await quell_fib_child(kFibN);
+  co_return TimedSum{sum, seconds_since(start)};
+}
+
+// Posted: the child first posts itself to the pool.
+asio::awaitable<int> asio_fib_child(int n, bool posted) {
+  if (posted) {
+    const auto executor = co_await asio::this_coro::executor;
+    co_await asio::post(executor, asio::use_awaitable);
+  }
+  benchmark::DoNotOptimize(n);
+  co_return fib_recursive(n);
+}
+asio::awaitable<TimedSum> asio_fib_in_turn() {
+  const auto start = Clock::now();
+  long sum = 0;
+  for (int i = 0; i < kFibChildren; ++i) sum += co_await asio_fib_child(kFibN, false);
+  co_return TimedSum{sum, seconds_since(start)};
+}
+// One type for both groups: a 64-way group is slow to compile.
+struct AsioFibChild {
+  bool posted;
+  asio::awaitable<int> operator()() const { return asio_fib_child(kFibN, posted); }
+};
+
+// A parallel_group of N children (`child()` returns an awaitable of an
+// arithmetic value), each co_spawned on `executor`, waited for all; the sum
+// of their values. Aborts if a child failed.
+template <std::size_t N, class Child>
+asio::awaitable<long> asio_group_sum(asio::any_io_executor executor, Child child) {
+  const auto results = co_await [&]<std::size_t... I>(std::index_sequence<I...>) {
+    return asio::experimental::make_parallel_group(
+               (static_cast<void>(I),
+                asio::co_spawn(executor, child(), asio::experimental::deferred))...)
+        .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  }(std::make_index_sequence<N>());
+  // results: the completion order, then each child's exception_ptr and value.
+  co_return [&]<std::size_t... I>(std::index_sequence<I...>) {
+    check(((std::get<1 + 2 * I>(results) == nullptr) && ...), "a group's child failed");
+    return (0L + ... + static_cast<long>(std::get<2 + 2 * I>(results)));
+  }(std::make_index_sequence<N>());
+}
+
+// The group of asio_group_posted (Posted) or asio_parallel_group, timed.
+asio::awaitable<TimedSum> asio_fib_group(asio::any_io_executor children, bool posted) {
+  const auto start = Clock::now();
+  const long sum = co_await asio_group_sum<kFibChildren>(children, AsioFibChild{posted});
+  co_return TimedSum{sum, seconds_since(start)};
+}
+
+template <class Parallel, class InTurn>
+void run_fib_pairs(benchmark::State& state, Parallel parallel, InTurn in_turn) {
+  const auto once = [](auto& run) {
+    const TimedSum timed = run();
+    check(timed.sum == kFibSum, "wrong fib sum");
+    return timed.seconds;
+  };
+  once(parallel);
+  once(in_turn);
+  std::vector<double> ratios;
+  double parallel_total = 0, in_turn_total = 0;
+  std::size_t pair = 0;
+  for (auto _ : state) {
+    double p, t;
+    if (pair++ % 2 == 1) {
+      t = once(in_turn);
+      p = once(parallel);
+    } else {
+      p = once(parallel);
+      t = once(in_turn);
+    }
+    state.SetIterationTime(p + t);
+    parallel_total += p;
+    in_turn_total += t;
+    ratios.push_back(t / p);
+  }
+  const double iterations = static_cast<double>(state.iterations());
+  state.counters["ms_parallel"] = parallel_total * 1e3 / iterations;
+  state.counters["ms_in_turn"] = in_turn_total * 1e3 / iterations;
+  state.counters["speedup"] = median(ratios);
+}
+
+void C9_when_all_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  run_fib_pairs(
+      state, [&] { return pool.submit(quell_fib_when_all()).get(); },
+      [&] { return pool.submit(quell_fib_in_turn()).get(); });
+}
+template <bool Posted>
+void C9_when_all_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  const auto strand = asio::make_strand(pool);
+  const asio::any_io_executor children =
+      Posted ? asio::any_io_executor(pool.get_executor()) : asio::any_io_executor(strand);
+  run_fib_pairs(
+      state,
+      [&] {
+        return asio::co_spawn(strand, asio_fib_group(children, Posted), asio::use_future).get();
+      },
+      [&] { return asio::co_spawn(strand, asio_fib_in_turn(), asio::use_future).get(); });
+  pool.join();
+}
+BENCHMARK(C9_when_all_quell)->Name("C9_when_all/quell")->UseManualTime()->Iterations(20);
+BENCHMARK(C9_when_all_asio<false>)
+    ->Name("C9_when_all/asio_parallel_group")
+    ->UseManualTime()
+    ->Iterations(20);
+BENCHMARK(C9_when_all_asio<true>)
+    ->Name("C9_when_all/asio_group_posted")
+    ->UseManualTime()
+    ->Iterations(20);
+
+// ---- C11: a cancelled chain unwinding, per level ---------------------------
+// Chains kUnwindLevels deep and chains 0 deep (the leaf alone, same set-up),
+// alternating; per level: the difference over kUnwindLevels. On the calling
+// thread's sync_wait loop.
+
+template <bool AsResult>
+void C11_unwind(benchmark::State& state) {
+  const auto chains = [](int levels) {
+    const auto start = Clock::now();
+    for (int i = 0; i < kUnwindChains; ++i) {
+      check(quell_bench::unwind_once<AsResult>(levels), "not cancelled");
+    }
+    return seconds_since(start);
+  };
+  chains(kUnwindLevels);
+  chains(0);
+  double deep = 0, shallow = 0;
+  for (auto _ : state) {
+    const double d = chains(kUnwindLevels);
+    const double s = chains(0);
+    state.SetIterationTime(d + s);
+    deep += d;
+    shallow += s;
+  }
+  const double per_chain = 1e9 / (static_cast<double>(kUnwindChains) * state.iterations());
+  state.counters["ns_per_chain_deep"] = deep * per_chain;
+  state.counters["ns_per_chain_0"] = shallow * per_chain;
+  state.counters["ns_per_level"] = (deep - shallow) * per_chain / kUnwindLevels;
+}
+BENCHMARK(C11_unwind<true>)->Name("C11_unwind/quell_as_result")->UseManualTime()->Iterations(5);
+BENCHMARK(C11_unwind<false>)->Name("C11_unwind/quell_throw")->UseManualTime()->Iterations(5);
+
+// ---- fanout: when_all of 1,000 children that co_return at once --------------
+// kFanouts fan-outs in one root per iteration, the children made, started,
+// joined and their values summed; ns per child. quell: `when_all` over a
+// std::vector<Task<int>>. Asio on a strand of thread_pool(2):
+// parallel_groups of co_spawned children, wait_for_all. Asio 1.22's group is
+// variadic only (and slow to compile past a few dozen), so each fan-out is
+// kFanout / kAsioGroup groups of kAsioGroup children, awaited in turn. (Not
+// a group of groups: on the strand, an inner group's completion resumes the
+// outer parent inline while Asio's co_spawn is still on the stack, and the
+// process crashes in co_spawn_entry_point; on the bare pool TSan reports
+// the race of asio#1630. Asio runs these children inline on the parent's
+// thread either way, so awaiting the groups in turn changes little.)
+
+static_assert(kFanout % kAsioGroup == 0);
+
+quell::Task<long> quell_fanouts(int rounds) {
+  long sum = 0;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<quell::Task<int>> children;
+    children.reserve(kFanout);
+    for (int i = 0; i < kFanout; ++i) children.push_back(quell_bench::quell_child(1));
+    const std::vector<int> values = co_await quell::when_all(std::move(children));
+    for (const int value : values) sum += value;
+  }
+  co_return sum;
+}
+
+asio::awaitable<long> asio_fanouts(int rounds) {
+  const asio::any_io_executor executor = co_await asio::this_coro::executor;
+  long sum = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (int g = 0; g < kFanout / kAsioGroup; ++g) {
+      sum +=
+          co_await asio_group_sum<kAsioGroup>(executor, [] { return quell_bench::asio_child(1); });
+    }
+  }
+  co_return sum;
+}
+
+template <class Fanouts>
+void run_fanouts(benchmark::State& state, Fanouts fanouts) {
+  run_timed(state, static_cast<std::size_t>(kFanouts) * kFanout, "ns_per_child", [&] {
+    const auto start = Clock::now();
+    const long sum = fanouts();
+    const double s = seconds_since(start);
+    check(sum == static_cast<long>(kFanouts) * kFanout, "wrong fan-out sum");
+    return s;
+  });
+}
+void fanout_quell(benchmark::State& state) {
+  quell::ThreadPool pool(kWorkers);
+  run_fanouts(state, [&] { return pool.submit(quell_fanouts(kFanouts)).get(); });
+}
+void fanout_asio(benchmark::State& state) {
+  asio::thread_pool pool(kWorkers);
+  run_fanouts(state, [&] {
+    return asio::co_spawn(asio::make_strand(pool), asio_fanouts(kFanouts), asio::use_future).get();
+  });
+  pool.join();
+}
+BENCHMARK(fanout_quell)->Name("fanout/quell")->UseManualTime()->Iterations(5);
+BENCHMARK(fanout_asio)->Name("fanout/asio_parallel_group")->UseManualTime()->Iterations(5);
+
+}  // namespace
+
+BENCHMARK_MAIN();
