@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "pool_test_support.hpp"
 #include "quell/cancellation.hpp"
 #include "quell/error.hpp"
+#include "quell/scope.hpp"
 #include "quell/thread_pool.hpp"
 
 namespace quell {
@@ -676,6 +678,49 @@ TEST(TaskGroupFromWorker, TheOnlyWorkerRunsTheGroupsTasksQueuedBehindOthers) {
   EXPECT_EQ(group_ran.load(), 3);
   EXPECT_FALSE(unrelated_ran_first.load()) << "the wait ran another request's task";
   EXPECT_TRUE(unrelated_ran.load());
+}
+
+// The first failure stays alive until the joiner is done with it, whichever
+// thread drops the failed task's last reference. The releaser below is
+// ordered after the joiner only by a relaxed flag, so ThreadSanitizer sees
+// no edge there: the free must be ordered by the task's own references. It
+// once was not (the set kept a copy of the exception_ptr, whose count lives
+// in the uninstrumented runtime), and TSan reported the joiner's what()
+// racing the free.
+TEST(TaskGroup, TheFirstFailureOutlivesTheJoinersUseOfIt) {
+  ThreadPool pool(2);
+  constexpr int kRounds = 300;
+  for (int r = 0; r < kRounds; ++r) {
+    std::atomic<bool> joiner_done{false};
+    std::optional<Future<void>> failed;
+    {
+      TaskGroup group(pool);
+      failed.emplace(group.submit([] { throw std::runtime_error("first failure of the group"); }));
+      std::thread releaser([&] {
+        // Relaxed: deliberately no happens-before edge from the joiner.
+        while (!joiner_done.load(std::memory_order_relaxed)) std::this_thread::yield();
+        failed.reset();
+      });
+      try {
+        group.wait_and_rethrow();
+        ADD_FAILURE() << "no failure rethrown";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "first failure of the group");
+      }
+      {
+        Scope scope(pool);
+        scope.spawn([] { throw std::runtime_error("first failure of the scope"); });
+        try {
+          scope.wait();
+          ADD_FAILURE() << "no failure rethrown";
+        } catch (const std::runtime_error& e) {
+          EXPECT_STREQ(e.what(), "first failure of the scope");
+        }
+      }
+      joiner_done.store(true, std::memory_order_relaxed);
+      releaser.join();
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(PoolSizes, TaskGroupP, ::testing::Values(1, 2), test::pool_size_name);

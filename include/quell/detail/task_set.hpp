@@ -71,7 +71,7 @@ class TaskSet {
 
   void ended(TaskBase* task, std::uint32_t outcome) noexcept {
     PoolCore* const pool = pool_;  // read before the count may let the set go (W3)
-    if (outcome == TaskBase::kFailed) record_failure(task->error_);
+    if (outcome == TaskBase::kFailed) record_failure(task);
     pending_.done(pool);
   }
 
@@ -82,7 +82,8 @@ class TaskSet {
   // The first failure, once wait() returned; null if none.
   std::exception_ptr failure() const noexcept {
     // Acquire: pairs with record_failure()'s release store.
-    return has_failure_.load(std::memory_order_acquire) == 2 ? failure_ : nullptr;
+    if (has_failure_.load(std::memory_order_acquire) != 2) return nullptr;
+    return static_cast<const TaskBase*>(StateAccess::state(failed_))->error_;
   }
 
   std::size_t pending() const noexcept { return pending_.count(); }
@@ -93,13 +94,17 @@ class TaskSet {
   const CancellationSource& source() const noexcept { return source_; }
 
  private:
-  void record_failure(const std::exception_ptr& error) noexcept {
+  // Keeps the failed task rather than a copy of its exception_ptr: the
+  // exception then dies with the task, after every reference's release
+  // (visible to TSan), never on a worker racing the joiner's catch block
+  // through the exception's own uninstrumented count.
+  void record_failure(TaskBase* task) noexcept {
     std::uint32_t none = 0;
-    // Relaxed claim: only the winner writes failure_, and publishes it with
+    // Relaxed claim: only the winner writes failed_, and publishes it with
     // the release store of 2 below.
     if (!has_failure_.compare_exchange_strong(none, 1, std::memory_order_relaxed)) return;
-    failure_ = error;
-    // Release: failure_ happens-before a failure() that reads 2.
+    failed_ = StateAccess::token(task);
+    // Release: failed_ happens-before a failure() that reads 2.
     has_failure_.store(2, std::memory_order_release);
     if (fail_fast_) source_.request_cancel(CancelReason::failure);
   }
@@ -110,7 +115,7 @@ class TaskSet {
   const TaskId family_;       // every task of the set has it (F1)
   WaitCount pending_;
   std::atomic<std::uint32_t> has_failure_{0};  // 0 none, 1 being written, 2 written
-  std::exception_ptr failure_;                 // written once, by the claim's winner
+  CancellationToken failed_;                   // the first failed task; written once, by the claim's winner
   const bool fail_fast_;
 };
 
