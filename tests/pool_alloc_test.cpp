@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <latch>
 #include <memory>
 #include <new>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "quell/coro.hpp"
+#include "quell/parallel.hpp"
 #include "quell/detail/task_block.hpp"
 #include "quell/thread_pool.hpp"
 #include "quell/when.hpp"
@@ -63,6 +65,14 @@ Counts count(Fn&& fn) {
   const long live = g_live.load();
   fn();
   return {g_allocations.load() - allocations, g_live.load() - live};
+}
+
+// Allocations made while `fn` runs.
+template <class Fn>
+long count_allocations_of(Fn&& fn) {
+  const long before = g_allocations.load();
+  fn();
+  return g_allocations.load() - before;
 }
 
 }  // namespace
@@ -318,6 +328,51 @@ TEST(CoroAllocations, ACombinatorAllocatesOneStateBeyondItsChildrensFrames) {
   CancellationSource root;
   EXPECT_EQ(pool.submit(combinator_round(kRounds), TaskOptions().set_cancellation(root.token())).get(),
             2);
+}
+
+// ---- parallel loops (API.md §11) ---------------------------------------------
+
+// Allocations of one loop call: bounded by the runners, the same for 10^2
+// chunks as for 10^5 (grain 1), none per element or chunk.
+TEST(ParallelAllocations, ALoopAllocatesPerRunnerNeverPerChunk) {
+  ThreadPool pool(2);
+  std::atomic<long> sink{0};
+  auto loop = [&](int count) {
+    return count_allocations_of([&] {
+      parallel_for(pool, 0, count, [&](int i) { sink.fetch_add(i, std::memory_order_relaxed); }, {}, 1);
+    });
+  };
+  auto reduce = [&](int count) {
+    return count_allocations_of([&] {
+      sink += parallel_reduce(pool, 0, count, 0L, [](int i) { return long{i}; }, std::plus<>(), {}, 1);
+    });
+  };
+  auto deadline = [&](int count) {
+    return count_allocations_of([&] {
+      parallel_for(pool, 0, count, [&](int i) { sink.fetch_add(i, std::memory_order_relaxed); },
+                   TaskOptions().set_timeout(std::chrono::hours(1)), 1);
+    });
+  };
+  for (int warm = 0; warm < 3; ++warm) {
+    loop(100);
+    reduce(100);
+    deadline(100);
+  }
+  // Runners: the caller and 2 helpers. A plain loop: its state, the group's,
+  // one block per helper; reduce adds the partial results; a deadline adds
+  // its timer entry. Helpers' blocks may be recycled (fewer).
+  const long small = loop(100);
+  const long large = loop(100000);
+  const long reduced = reduce(100000);
+  const long timed = deadline(100000);
+  EXPECT_LE(small, 4);
+  EXPECT_LE(large, 4);
+  EXPECT_LE(reduced, 5);
+  EXPECT_LE(timed, 5);
+  RecordProperty("for_100", static_cast<int>(small));
+  RecordProperty("for_100000", static_cast<int>(large));
+  RecordProperty("reduce_100000", static_cast<int>(reduced));
+  RecordProperty("deadline_100000", static_cast<int>(timed));
 }
 
 // ---- task block recycling (detail/task_block.hpp) ----------------------------

@@ -6,6 +6,7 @@
 #include "quell/coro.hpp"
 #include "quell/error.hpp"
 #include "quell/future.hpp"
+#include "quell/parallel.hpp"
 #include "quell/periodic_task.hpp"
 #include "quell/scope.hpp"
 #include "quell/stop_token.hpp"
