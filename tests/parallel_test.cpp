@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pool_test_support.hpp"
+#include "quell/coro.hpp"
 #include "quell/error.hpp"
 #include "sanitized.hpp"
 
@@ -524,6 +525,96 @@ TEST_P(Parallel, CancellationRacingTheRunnersLosesNothingAndRunsNothingLate) {
   RecordProperty("completed", completed);
   RecordProperty("cancelled", cancelled);
   RecordProperty("shared", shared);
+}
+
+// ---- coroutine forms ------------------------------------------------------------
+
+TEST_P(Parallel, AsyncFormsGiveTheSameAnswersInsideATask) {
+  ThreadPool pool(workers());
+  std::vector<int> v(50000, 0);
+  v[31337] = 1;
+  v[40000] = 1;
+  auto answers = pool.submit([](ThreadPool* p, std::vector<int>* data) -> Task<std::string> {
+    std::vector<std::atomic<int>> seen(20000);
+    co_await async_parallel_for(*p, 0, 20000, [&seen](int i) { seen[static_cast<std::size_t>(i)].fetch_add(1); });
+    for (auto& s : seen) {
+      if (s.load() != 1) co_return std::string("an element ran ") + std::to_string(s.load()) + " times";
+    }
+    co_await async_parallel_for_each(*p, data->begin(), data->end(), [](int& x) { x *= 2; });
+    const long sum = co_await async_parallel_reduce(*p, 0, 100000, 0L, [](int i) { return long{i}; },
+                                                    std::plus<>());
+    const auto it = co_await async_parallel_find_if(*p, data->begin(), data->end(),
+                                                    [](int x) { return x == 2; });
+    const bool any = co_await async_parallel_any_of(*p, data->begin(), data->end(),
+                                                    [](int x, const CancellationToken&) { return x == 3; });
+    co_return std::to_string(sum) + "/" + std::to_string(it - data->begin()) + "/" + (any ? "any" : "none");
+  }(&pool, &v));
+  EXPECT_EQ(answers.get(), "4999950000/31337/none");
+}
+
+TEST_P(Parallel, AsyncFormsRunUnderSyncWaitAndOnEmptyRanges) {
+  ThreadPool pool(workers());
+  EXPECT_EQ(sync_wait(async_parallel_reduce(pool, 0, 1000, 0, [](int i) { return i; }, std::plus<>())),
+            499500);
+  EXPECT_EQ(sync_wait(async_parallel_reduce(pool, 5, 5, 7, [](int i) { return i; }, std::plus<>())), 7);
+  std::vector<int> none;
+  EXPECT_FALSE(sync_wait(async_parallel_any_of(pool, none.begin(), none.end(), [](int) { return true; })));
+}
+
+TEST_P(Parallel, AnAsyncLoopStopsWithTheTasksTokenAndJoinsItsRunnersFirst) {
+  ThreadPool pool(workers());
+  std::atomic<int> running{0};
+  std::atomic<int> began{0};
+  auto handle = pool.handle([](ThreadPool* p, std::atomic<int>* run, std::atomic<int>* b) -> Task<std::string> {
+    try {
+      co_await async_parallel_for(*p, 0, 1000000, [run, b](int, const CancellationToken& token) {
+        run->fetch_add(1);
+        b->fetch_add(1);
+        const bool stopped = test::wait_cancelled(token);
+        run->fetch_sub(1);
+        if (!stopped) throw std::runtime_error("never stopped");
+      }, 10);
+    } catch (const OperationCancelled&) {
+      co_return "cancelled, " + std::to_string(run->load()) + " running";
+    }
+    co_return "not stopped";
+  }(&pool, &running, &began));
+  ASSERT_TRUE(test::spin_until_true([&] { return began.load() > 0; }));
+  handle.cancel();
+  // However the pool records the task's end, it ends after the loop, and
+  // the loop after every element that began.
+  handle.wait();
+  EXPECT_EQ(running.load(), 0);
+  EXPECT_GE(began.load(), 1);
+}
+
+TEST_P(Parallel, AnAsyncLoopUnderATasksDeadlineThrowsTimedOutAndAFailureIsRethrown) {
+  ThreadPool pool(workers());
+  auto timed = pool.submit([](ThreadPool* p) -> Task<std::string> {
+    try {
+      co_await async_parallel_for(*p, 0, 1000000, [](int, const CancellationToken& token) {
+        if (!test::wait_cancelled(token)) throw std::runtime_error("never stopped");
+      }, 10);
+    } catch (const OperationCancelled&) {
+      co_return "OperationCancelled";
+    } catch (const TaskError& e) {
+      co_return e.code() == make_error_code(Errc::timed_out) ? "timed_out" : "other TaskError";
+    }
+    co_return "not stopped";
+  }(&pool), TaskOptions().set_timeout(20ms));
+  // The task either completes with the loop's answer or is recorded
+  // timed_out: either way the deadline is what stopped it.
+  try {
+    EXPECT_EQ(timed.get(), "timed_out");
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.code(), make_error_code(Errc::timed_out));
+  }
+  auto failed = pool.submit([](ThreadPool* p) -> Task<void> {
+    co_await async_parallel_for(*p, 0, 100000, [](int i) {
+      if (i == 5000) throw std::logic_error("element 5000");
+    });
+  }(&pool));
+  EXPECT_THROW(failed.get(), std::logic_error);
 }
 
 INSTANTIATE_TEST_SUITE_P(PoolSizes, Parallel, ::testing::Values(1, 3), test::pool_size_name);

@@ -34,6 +34,14 @@
 // chunks before p are already running or done, and the chunks after p that
 // would start are skipped.
 //
+// Coroutine forms: co_await async_parallel_for(pool, ...) and the other
+// four suspend instead of blocking. They take the coroutine's current token
+// in place of the options (a task's deadline reaches them through it: its
+// reason is `deadline`), and their runners are Task<void> children of one
+// when_all, which starts them on the pool and joins every one before the
+// co_await resumes. They take the callables by value: the Task may be
+// awaited later than the call.
+//
 // Thread safety: the calls are thread-safe; f, map, reduce and pred are
 // called concurrently from the runners and must be safe for that.
 //
@@ -53,10 +61,12 @@
 #include <vector>
 
 #include "quell/cancellation.hpp"
+#include "quell/coro.hpp"
 #include "quell/error.hpp"
 #include "quell/task_group.hpp"
 #include "quell/task_options.hpp"
 #include "quell/thread_pool.hpp"
+#include "quell/when.hpp"
 
 namespace quell {
 namespace detail {
@@ -207,8 +217,12 @@ class LoopControl {
   CancellationSource stop_;    // linked to the options' token; cancelled to stop the loop
   CancellationToken token_;    // stop_'s: what the bodies see
   void* deadline_entry_ = nullptr;  // the timer entry that cancels the loop at its deadline
-  alignas(kCacheLine) std::atomic<std::size_t> next_chunk_{0};  // its own line: every claim writes it
-  alignas(kCacheLine) std::atomic<std::size_t> found_{kNone};   // the lowest match seen
+  // Padding, not alignas: the coroutine forms keep the loop in a frame,
+  // which is not allocated over-aligned.
+  [[maybe_unused]] char before_claims_[kCacheLine] = {};  // the claim counter gets a line of its own:
+  std::atomic<std::size_t> next_chunk_{0};  // every claim writes it
+  [[maybe_unused]] char after_claims_[kCacheLine] = {};
+  std::atomic<std::size_t> found_{kNone};  // the lowest match seen
   std::atomic<std::size_t> abandoned_{kNone};  // the lowest position cut short by a stop
   std::atomic<bool> has_failure_{false};
   std::exception_ptr failure_;  // written once, by the runner that set has_failure_
@@ -363,6 +377,148 @@ bool parallel_any_of(ThreadPool& pool, It first, It last, Pred&& pred,
   const bool any = loop.found() != detail::LoopControl::kNone;
   loop.finish(any ? 0 : detail::LoopControl::kNone);
   return any;
+}
+
+// ---- coroutine forms ---------------------------------------------------------
+//
+// Each is a lambda coroutine called at once (clang's -fsanitize=function
+// cannot compile named template coroutines that await). The loop's state is
+// a local of its frame; the runners borrow it and are joined by when_all.
+
+namespace detail {
+
+// Runs the loop's runners as children of one when_all; `runner(r)` never
+// throws. A cancelled when_all is the loop's stop, reported by finish().
+template <class Runner>
+Task<void> run_async(LoopControl& loop, Runner& runner) {
+  return [](LoopControl* l, Runner* run) -> Task<void> {
+    std::vector<Task<void>> runners;
+    runners.reserve(l->runners());
+    for (std::size_t r = 0; r < l->runners(); ++r) {
+      runners.push_back([](Runner* f, std::size_t index) -> Task<void> {
+        (*f)(index);
+        co_return;
+      }(run, r));
+    }
+    (void)co_await as_result(when_all(std::move(runners)));
+  }(&loop, &runner);
+}
+
+template <LoopMode mode, class Run>
+Task<void> run_loop_async(LoopControl& loop, Run& run) {
+  return [](LoopControl* l, Run* r) -> Task<void> {
+    auto runner = [l, r](std::size_t) noexcept { l->run_chunks<mode>(*r); };
+    co_await run_async(*l, runner);
+  }(&loop, &run);
+}
+
+inline TaskOptions options_of(const CancellationToken& token) {
+  return TaskOptions().set_cancellation(token);
+}
+
+}  // namespace detail
+
+template <class Index, class F>
+  requires std::is_integral_v<Index>
+Task<void> async_parallel_for(ThreadPool& pool, Index first, Index last, F f, std::size_t grain = 0) {
+  return [](ThreadPool* p, Index begin, Index end, F body, std::size_t g) -> Task<void> {
+    const std::size_t count = detail::index_count(begin, end);
+    if (count == 0) co_return;
+    detail::LoopControl loop(*p, count, detail::options_of(co_await this_coro::cancellation_token), g);
+    auto run = [&body, &loop, begin](std::size_t from, std::size_t to) {
+      Index i = detail::index_at(begin, from);
+      for (std::size_t n = to - from; n != 0; --n, ++i) detail::call_body(body, i, loop.token());
+    };
+    co_await detail::run_loop_async<detail::LoopMode::all>(loop, run);
+    loop.finish(detail::LoopControl::kNone);
+  }(&pool, first, last, std::move(f), grain);
+}
+
+template <class It, class F>
+  requires std::random_access_iterator<It>
+Task<void> async_parallel_for_each(ThreadPool& pool, It first, It last, F f, std::size_t grain = 0) {
+  return [](ThreadPool* p, It begin, It end, F body, std::size_t g) -> Task<void> {
+    const std::size_t count = end > begin ? static_cast<std::size_t>(end - begin) : 0;
+    if (count == 0) co_return;
+    detail::LoopControl loop(*p, count, detail::options_of(co_await this_coro::cancellation_token), g);
+    auto run = [&body, &loop, begin](std::size_t from, std::size_t to) {
+      It it = begin + static_cast<std::iter_difference_t<It>>(from);
+      for (std::size_t n = to - from; n != 0; --n, ++it) detail::call_body(body, *it, loop.token());
+    };
+    co_await detail::run_loop_async<detail::LoopMode::all>(loop, run);
+    loop.finish(detail::LoopControl::kNone);
+  }(&pool, first, last, std::move(f), grain);
+}
+
+template <class Index, class T, class Map, class Reduce>
+  requires std::is_integral_v<Index>
+Task<T> async_parallel_reduce(ThreadPool& pool, Index first, Index last, T identity, Map map,
+                              Reduce reduce, std::size_t grain = 0) {
+  return [](ThreadPool* p, Index begin, Index end, T init, Map m, Reduce red,
+            std::size_t g) -> Task<T> {
+    const std::size_t count = detail::index_count(begin, end);
+    if (count == 0) co_return init;
+    detail::LoopControl loop(*p, count, detail::options_of(co_await this_coro::cancellation_token), g);
+    std::vector<std::optional<T>> partial(loop.runners());
+    auto runner = [&](std::size_t r) noexcept {
+      try {
+        T acc = init;
+        auto run = [&](std::size_t from, std::size_t to) {
+          Index i = detail::index_at(begin, from);
+          for (std::size_t n = to - from; n != 0; --n, ++i) {
+            acc = red(std::move(acc), detail::call_body(m, i, loop.token()));
+          }
+        };
+        loop.run_chunks<detail::LoopMode::all>(run);
+        partial[r].emplace(std::move(acc));
+      } catch (...) {
+        loop.fail(std::current_exception());  // copying init or moving acc threw
+      }
+    };
+    co_await detail::run_async(loop, runner);
+    loop.finish(detail::LoopControl::kNone);
+    T result = std::move(init);
+    for (std::optional<T>& part : partial) {
+      if (part) result = red(std::move(result), std::move(*part));
+    }
+    co_return result;
+  }(&pool, first, last, std::move(identity), std::move(map), std::move(reduce), grain);
+}
+
+template <class It, class Pred>
+  requires std::random_access_iterator<It>
+Task<It> async_parallel_find_if(ThreadPool& pool, It first, It last, Pred pred, std::size_t grain = 0) {
+  return [](ThreadPool* p, It begin, It end, Pred pr, std::size_t g) -> Task<It> {
+    const std::size_t count = end > begin ? static_cast<std::size_t>(end - begin) : 0;
+    if (count == 0) co_return end;
+    detail::LoopControl loop(*p, count, detail::options_of(co_await this_coro::cancellation_token), g);
+    auto run = [&pr, &loop, begin](std::size_t from, std::size_t to) {
+      return detail::find_in(begin, from, to, pr, loop.token());
+    };
+    co_await detail::run_loop_async<detail::LoopMode::find>(loop, run);
+    const std::size_t found = loop.found();
+    loop.finish(found);
+    co_return found == detail::LoopControl::kNone
+        ? end
+        : begin + static_cast<std::iter_difference_t<It>>(found);
+  }(&pool, first, last, std::move(pred), grain);
+}
+
+template <class It, class Pred>
+  requires std::random_access_iterator<It>
+Task<bool> async_parallel_any_of(ThreadPool& pool, It first, It last, Pred pred, std::size_t grain = 0) {
+  return [](ThreadPool* p, It begin, It end, Pred pr, std::size_t g) -> Task<bool> {
+    const std::size_t count = end > begin ? static_cast<std::size_t>(end - begin) : 0;
+    if (count == 0) co_return false;
+    detail::LoopControl loop(*p, count, detail::options_of(co_await this_coro::cancellation_token), g);
+    auto run = [&pr, &loop, begin](std::size_t from, std::size_t to) {
+      return detail::find_in(begin, from, to, pr, loop.token());
+    };
+    co_await detail::run_loop_async<detail::LoopMode::any>(loop, run);
+    const bool any = loop.found() != detail::LoopControl::kNone;
+    loop.finish(any ? 0 : detail::LoopControl::kNone);
+    co_return any;
+  }(&pool, first, last, std::move(pred), grain);
 }
 
 }  // namespace quell
