@@ -17,17 +17,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-const char* to_string(quell::CancelReason reason) {
-  switch (reason) {
-    case quell::CancelReason::none: return "none";
-    case quell::CancelReason::requested: return "requested";
-    case quell::CancelReason::deadline: return "deadline";
-    case quell::CancelReason::shutdown: return "shutdown";
-    case quell::CancelReason::failure: return "failure";
-  }
-  return "?";
-}
-
 const Clock::time_point start = Clock::now();
 
 template <class... Args>

@@ -94,17 +94,6 @@ bool narrate = false;  // set by --demo before any thread starts
   std::fflush(stdout);
 }
 
-const char* to_string(quell::CancelReason reason) {
-  switch (reason) {
-    case quell::CancelReason::none: return "none";
-    case quell::CancelReason::requested: return "requested";
-    case quell::CancelReason::deadline: return "deadline";
-    case quell::CancelReason::shutdown: return "shutdown";
-    case quell::CancelReason::failure: return "failure";
-  }
-  return "?";
-}
-
 [[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 int milliseconds_until(Clock::time_point deadline) {

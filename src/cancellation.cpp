@@ -232,3 +232,18 @@ void CancelState::destroy_links() noexcept {
 }
 
 }  // namespace quell::detail
+
+namespace quell {
+
+const char* to_string(CancelReason reason) noexcept {
+  switch (reason) {
+    case CancelReason::none: return "none";
+    case CancelReason::requested: return "requested";
+    case CancelReason::deadline: return "deadline";
+    case CancelReason::shutdown: return "shutdown";
+    case CancelReason::failure: return "failure";
+  }
+  return "unknown";
+}
+
+}  // namespace quell

@@ -577,5 +577,14 @@ TEST(LinkedSource, CallbackOnTheLinkedStateMayDropItsLastReference) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(CancelReason, ToStringNamesEveryReason) {
+  EXPECT_STREQ(to_string(CancelReason::none), "none");
+  EXPECT_STREQ(to_string(CancelReason::requested), "requested");
+  EXPECT_STREQ(to_string(CancelReason::deadline), "deadline");
+  EXPECT_STREQ(to_string(CancelReason::shutdown), "shutdown");
+  EXPECT_STREQ(to_string(CancelReason::failure), "failure");
+  EXPECT_STREQ(to_string(static_cast<CancelReason>(42)), "unknown");
+}
+
 }  // namespace
 }  // namespace quell

@@ -52,6 +52,10 @@ namespace quell {
 
 enum class CancelReason { none, requested, deadline, shutdown, failure };
 
+// "none", "requested", "deadline", "shutdown", "failure"; "unknown" for a
+// value outside the enum.
+const char* to_string(CancelReason reason) noexcept;
+
 template <class F>
 class CancellationCallback;
 
