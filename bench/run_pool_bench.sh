@@ -13,6 +13,9 @@
 # BASELINE=tbb_task_group,quell. FORMAT=markdown prints one markdown table
 # per workload instead of the text report.
 #
+# JSON_DIR=dir keeps every sample's Google Benchmark JSON there, for
+# bench/plot.py.
+#
 # A process that fails or outlives TIMEOUT seconds (default 120: a hang)
 # gives no sample and is listed at the end; the exit status is then 1.
 #
@@ -55,6 +58,12 @@ for ((round = 1; round <= rounds; round++)); do
   done < <(shuf "$work/names")
 done
 printf '\n' >&2
+if [[ -n ${JSON_DIR:-} ]]; then
+  mkdir -p "$JSON_DIR"
+  for sample in "$work"/sample.*.json; do
+    [[ -e $sample ]] && cp "$sample" "$JSON_DIR/$(basename "$bin").$(basename "$sample")"
+  done
+fi
 
 BASELINE=${BASELINE:-quell} FORMAT=${FORMAT:-text} python3 - "$work" "$rounds" <<'EOF'
 import collections, glob, json, os, statistics, sys
