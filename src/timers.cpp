@@ -1,8 +1,8 @@
 #include "timers.hpp"
 
-#include <pthread.h>
-
 #include <utility>
+
+#include "thread_name.hpp"
 
 namespace quell::detail {
 namespace {
@@ -30,7 +30,7 @@ TimerService::TimerService(const std::string& name) {
   // throw once the thread runs.
   const std::string thread_name = (name + "-timer").substr(0, 15);
   thread_ = std::thread([this] { run(); });
-  pthread_setname_np(thread_.native_handle(), thread_name.c_str());
+  set_thread_name(thread_, thread_name.c_str());
 }
 
 TimerService::~TimerService() { stop(); }

@@ -67,5 +67,41 @@ TEST(Futex, WaitUntilTheLargestTimePointSleepsUntilWoken) {
   EXPECT_EQ(sleeper.get(), 0) << "the largest time point was taken for a passed deadline";
 }
 
+// A wake returns its sleeper even when the word still holds the value it
+// slept on: task_wait_or_stop() wakes a waiter whose waiting bit another
+// waiter may have set again. std::atomic::wait alone would sleep on, so the
+// fallback of src/futex.cpp must keep this too.
+bool woken_with_the_word_unchanged(bool timed) {
+  std::atomic<std::uint32_t> word{0};
+  std::atomic<pid_t> sleeper_tid{0};
+  auto sleeper = std::async(std::launch::async, [&] {
+    sleeper_tid.store(test::current_tid(), std::memory_order_relaxed);  // the id is the message
+    if (timed) return futex_wait_until(word, 0, Clock::time_point::max());
+    futex_wait(word, 0);
+    return true;
+  });
+  pid_t tid = 0;
+  while ((tid = sleeper_tid.load(std::memory_order_relaxed)) == 0) std::this_thread::yield();
+  const auto gone = [&] { return sleeper.wait_for(0s) == std::future_status::ready; };
+  // A spurious return before the wake is allowed: then there is nothing to wake.
+  EXPECT_TRUE(test::wait_until_sleeping(tid, gone, kGuard) || gone());
+  futex_wake_all(word);
+  if (sleeper.wait_for(kGuard) != std::future_status::ready) {
+    // Not woken: end the sleep by changing the word, so the test can report.
+    word.store(1, std::memory_order_relaxed);
+    futex_wake_all(word);
+    return false;
+  }
+  return sleeper.get();
+}
+
+TEST(Futex, AWakeReturnsASleeperWhoseWordStillHoldsItsValue) {
+  EXPECT_TRUE(woken_with_the_word_unchanged(false));
+}
+
+TEST(Futex, AWakeReturnsATimedSleeperWhoseWordStillHoldsItsValue) {
+  EXPECT_TRUE(woken_with_the_word_unchanged(true));
+}
+
 }  // namespace
 }  // namespace quell::detail

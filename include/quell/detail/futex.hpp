@@ -1,9 +1,11 @@
 #pragma once
 
 // Blocking on a 32-bit atomic, with a deadline: what std::atomic::wait does
-// not offer. Linux futexes; the wake side must be futex_wake(), not
+// not offer. Linux futexes; elsewhere (or built with -Dfutex=disabled) a
+// table of std::atomic waits and condition variables with the same contract
+// (src/futex.cpp). The wake side must be futex_wake(), not
 // std::atomic::notify_*(), which skips the system call when it has no waiter
-// of its own.
+// of its own and reaches no sleeper of the fallback.
 //
 // Thread safety: thread-safe.
 
