@@ -68,7 +68,9 @@ class PeriodicCore {
     Tick(Tick&& other) noexcept : core(std::exchange(other.core, nullptr)) {}
     Tick& operator=(Tick&&) = delete;
     ~Tick();
-    void operator()(CancellationToken token) noexcept;
+    // Rethrows what the body threw, after the schedule went on: the
+    // tick's task then ends failed.
+    void operator()(CancellationToken token);
     // The node's last reference: its block goes back to the core (B1).
     static void release_block(void* node) noexcept;
 
@@ -110,7 +112,7 @@ class PeriodicCore {
   TickBlock* take_tick_block() noexcept;
 
   static const TimerKind timer;
-  void run_tick(const CancellationToken& token) noexcept;
+  void run_tick(const CancellationToken& token);  // rethrows the body's failure
   // What a tick does when its body ends, `failed` or not.
   void tick_ended(bool failed) noexcept;
   void schedule(std::uint64_t slot) noexcept;

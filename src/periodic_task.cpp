@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 
@@ -27,7 +28,7 @@ PeriodicCore::Tick::~Tick() {
   core->release();
 }
 
-void PeriodicCore::Tick::operator()(CancellationToken token) noexcept {
+void PeriodicCore::Tick::operator()(CancellationToken token) {
   ran = true;
   core->run_tick(token);
 }
@@ -40,14 +41,17 @@ Task<void> PeriodicCore::CoroTick::operator()(CancellationToken token) {
 
 Task<void> PeriodicCore::run_coroutine_tick(CancellationToken token) {
   ticks_.fetch_add(1, std::memory_order_relaxed);
-  bool failed = false;
+  std::exception_ptr failure;
   try {
     Result<void> outcome = co_await as_result(body_->invoke_task(token));
-    failed = outcome.exception() != nullptr;
+    failure = outcome.exception();
   } catch (...) {
-    failed = true;  // f threw instead of returning its task
+    failure = std::current_exception();  // f threw instead of returning its task
   }
-  tick_ended(failed);
+  tick_ended(failure != nullptr);
+  // The tick's task ends failed with it: counted in the pool's statistics
+  // and given to on_unobserved_failure.
+  if (failure != nullptr) std::rethrow_exception(std::move(failure));
 }
 
 void PeriodicCore::Tick::release_block(void* node) noexcept {
@@ -160,6 +164,7 @@ void PeriodicCore::fire() noexcept {
   } else {
     task = new (block->node) TickNode(std::move(tick), 1, 1);
   }
+  task->unobserved_ = true;  // a tick's failure: before publication, by pool_submit
   try {
     // A stop() from here on cancels the tick's token: dropped, or seen. A
     // rejection destroys the tick unrun: see ~Tick.
@@ -172,19 +177,23 @@ void PeriodicCore::fire() noexcept {
   }
 }
 
-void PeriodicCore::run_tick(const CancellationToken& token) noexcept {
+void PeriodicCore::run_tick(const CancellationToken& token) {
   ticks_.fetch_add(1, std::memory_order_relaxed);
   const PeriodicCore* const outer = std::exchange(running_tick_of, this);
-  bool failed = false;
   try {
     body_->invoke(token);
   } catch (const OperationCancelled&) {
     // Cooperative cancellation, not a failure.
   } catch (...) {
-    failed = true;
+    running_tick_of = outer;
+    tick_ended(true);
+    // The tick's task ends failed with it: counted in the pool's statistics
+    // and given to on_unobserved_failure. Rethrown here, so a tick that
+    // does not fail pays nothing for it.
+    throw;
   }
   running_tick_of = outer;
-  tick_ended(failed);
+  tick_ended(false);
 }
 
 void PeriodicCore::tick_ended(bool failed) noexcept {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -117,6 +118,9 @@ struct Worker {
   unsigned since_lower = 0;  // owner only
   std::uint64_t rng;         // owner only
   std::thread thread;
+  // What on_thread_start threw; written by the worker before its count-down
+  // of PoolCore::starting_, read by the constructor after the count is zero.
+  std::exception_ptr start_failure;
 };
 
 // The calling thread's worker (null on other threads), the task it runs
@@ -296,7 +300,15 @@ class PoolCore final : public Executor {
   void run_worker(Worker& worker) noexcept;
   void wait_unfinished() noexcept;
   void discard_leftovers() noexcept;
-  void name_thread(Worker& worker) noexcept;
+  // The worker thread's body: names the thread, runs the start hook, the
+  // loop, then the stop hook.
+  void worker_main(Worker& worker) noexcept;
+  void name_thread(const Worker& worker) noexcept;
+  // The constructor: waits until every worker's on_thread_start returned,
+  // then rethrows the first failure.
+  void await_started();
+  // A task that ended failed: reports it if nothing else can see it.
+  void report_failure(TaskBase* task) noexcept;
   // Tells the started workers to leave once idle, and joins them.
   void join_workers() noexcept;
   // A `cancel` shutdown: cancels the running tasks' tokens; resolves the
@@ -330,6 +342,11 @@ class PoolCore final : public Executor {
   std::atomic<bool> scanning_{false};                       // cancel_running() reads frames
   std::atomic<bool> exiting_{false};                        // workers may leave
   std::atomic<std::uint32_t> pins_{1};                      // the ThreadPool's, plus droppers'
+  // Workers started whose on_thread_start has not returned yet (counted
+  // only with a start hook): each is counted before its thread starts, so
+  // once every thread started, zero means every hook returned. The
+  // constructor sleeps on it.
+  std::atomic<std::uint32_t> starting_{0};
   std::mutex shutdown_mutex_;
   bool joined_ = false;  // guarded by shutdown_mutex_
 };

@@ -1,5 +1,7 @@
 #include "pool_core.hpp"
 
+#include <utility>
+
 namespace quell::detail {
 
 void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
@@ -17,7 +19,19 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   task->origin_.detach();
   if (task->timed_) timers_.entry_died();
   if (auto* finished = task->ops()->finished) finished(task, outcome);
+  // The only cost to a task that did not fail: this branch, predicted.
+  if (outcome == TaskBase::kFailed) [[unlikely]] report_failure(task);
   retire(counters);
+}
+
+void PoolCore::report_failure(TaskBase* task) noexcept {
+  // Before retire(): wait_idle() and shutdown() wait for the hook, and the
+  // pool (with config_) lives on. The task is alive: whoever finishes it
+  // holds a reference (the queue's, or a coroutine root's token).
+  if (!task->unobserved_ || !config_.on_unobserved_failure) return;
+  // No future or set reads error_ of an unobserved task: ours to take.
+  // noexcept: a throwing hook terminates.
+  config_.on_unobserved_failure(std::move(task->error_), task->id_);
 }
 
 void PoolCore::link_origins(TaskBase* task, CancelState* parent, const Placement& placement) {

@@ -1,8 +1,8 @@
-#include <pthread.h>
-
 #include <cstdio>
+#include <exception>
 
 #include "pool_core.hpp"
+#include "thread_name.hpp"
 
 namespace quell::detail {
 
@@ -96,14 +96,53 @@ PoolCore::PoolCore(ThreadPoolConfig config)
       workers_.back()->counters.shared = false;  // before its thread starts
     }
     for (auto& worker : workers_) {
-      worker->thread = std::thread([this, w = worker.get()] { run_worker(*w); });
-      name_thread(*worker);
+      // Relaxed: the thread's start publishes it to the worker.
+      if (config_.on_thread_start) starting_.fetch_add(1, std::memory_order_relaxed);
+      worker->thread = std::thread([this, w = worker.get()] { worker_main(*w); });
     }
+    if (config_.on_thread_start) await_started();
   } catch (...) {
-    // No task was submitted: the workers started are idle, and leave.
+    // No task was submitted: the workers started are idle, and leave. The
+    // same path serves a thread that could not start (§12) and a start
+    // hook that threw.
     join_workers();
     timers_.stop();
     throw;
+  }
+}
+
+void PoolCore::worker_main(Worker& worker) noexcept {
+  // Named here, not through the handle by the constructor: so the name is
+  // set before the start hook, which may choose its own.
+  name_thread(worker);
+  if (config_.on_thread_start) {
+    try {
+      config_.on_thread_start(worker.index);
+    } catch (...) {
+      worker.start_failure = std::current_exception();
+    }
+    const bool failed = worker.start_failure != nullptr;
+    // Release: publishes start_failure to await_started()'s acquire load
+    // that reads the count this makes zero (a release sequence of the RMWs).
+    if (starting_.fetch_sub(1, std::memory_order_release) == 1) futex_wake_all(starting_);
+    // The constructor will throw and join us: there is nothing to stop.
+    if (failed) return;
+  }
+  run_worker(worker);
+  // Exiting: no task is left for this worker (shutdown() or the
+  // constructor's failure path). noexcept: a throw terminates.
+  if (config_.on_thread_stop) config_.on_thread_stop(worker.index);
+}
+
+void PoolCore::await_started() {
+  // Acquire: pairs with each worker's release count-down, so every
+  // start_failure written is visible once the count is zero.
+  for (std::uint32_t left = starting_.load(std::memory_order_acquire); left != 0;
+       left = starting_.load(std::memory_order_acquire)) {
+    futex_wait(starting_, left);
+  }
+  for (const auto& worker : workers_) {
+    if (worker->start_failure) std::rethrow_exception(worker->start_failure);
   }
 }
 
@@ -116,12 +155,13 @@ void PoolCore::join_workers() noexcept {
   }
 }
 
-void PoolCore::name_thread(Worker& worker) noexcept {
+void PoolCore::name_thread(const Worker& worker) noexcept {
   // Linux limits a thread name to 15 characters; snprintf truncates and
-  // allocates nothing.
+  // allocates nothing. The worker's own thread: worker.thread may still be
+  // being assigned by the constructor.
   char name[16];
   std::snprintf(name, sizeof name, "%s-%zu", config_.thread_name.c_str(), worker.index);
-  pthread_setname_np(worker.thread.native_handle(), name);
+  set_current_thread_name(name);
 }
 
 }  // namespace quell::detail

@@ -108,5 +108,11 @@ bool cancelled() noexcept {
   return task != nullptr && task->cancelled();
 }
 
+TaskId id() noexcept {
+  // A coroutine's resumption sets this_task_ptr to its root's task.
+  const detail::TaskBase* task = detail::this_task_ptr;
+  return task != nullptr ? task->id_ : 0;
+}
+
 }  // namespace this_task
 }  // namespace quell

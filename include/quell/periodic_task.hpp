@@ -12,8 +12,10 @@
 // allocate nothing (their task blocks are the schedule's, made with it),
 // except a timer entry per tick when the options carry a deadline or a
 // timeout; a tick that cannot have one skips its slot. A tick that throws is
-// counted in failed_ticks() and the schedule goes on; one that exits with
-// OperationCancelled is not a failure.
+// counted in failed_ticks() and the schedule goes on; its pool task ends
+// failed (stats().failed) and the exception goes to the pool's
+// on_unobserved_failure. One that exits with OperationCancelled is not a
+// failure.
 //
 // f may return Task<void> (R36): each tick is then that coroutine, as a root
 // task, and lasts until it ends, so ticks still never overlap; stop()

@@ -36,6 +36,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -59,6 +61,32 @@ struct ThreadPoolConfig {
   std::size_t max_queue_size = 0;  // 0: unbounded; else submissions past it are rejected
   ShutdownPolicy shutdown_policy = ShutdownPolicy::drain;
   std::string thread_name = "quell";  // workers are named thread_name-N
+
+  // Hooks (docs/thread-pool.md, "Hooks"). An empty one is never called. The
+  // pool calls its own copy, from several workers at once: a hook must be
+  // safe to call concurrently with itself.
+
+  // Called first on worker i (0 <= i < thread_count), once, after the pool
+  // named the thread and before it runs any task: affinity, scheduling
+  // policy, a name of one's own, thread-locals. The constructor returns only
+  // after every worker's call returned. One that throws makes the
+  // constructor throw that exception (the lowest index's, if several throw),
+  // after joining every worker and the timer thread it started.
+  std::function<void(std::size_t worker_index)> on_thread_start;
+  // Called last on worker i, once, after the last task it ran, as
+  // shutdown() (or the destructor) joins it; on every worker whose
+  // on_thread_start returned, also when the constructor throws. One that
+  // throws calls std::terminate.
+  std::function<void(std::size_t worker_index)> on_thread_stop;
+  // Called with the exception and the task's id (this_task::id() inside it)
+  // when a task whose outcome nothing else sees ends failed: one given to
+  // post() (a callable, or a coroutine Task), or a PeriodicTask's tick. It
+  // runs on the worker that ended the task, after the task is counted in
+  // stats().failed and before it counts as finished: wait_idle() and
+  // shutdown() wait for it. Empty, such failures are only counted. One that
+  // throws calls std::terminate. Never called for submit(), handle(), a
+  // group's or a scope's tasks: their future or set reports the failure.
+  std::function<void(std::exception_ptr failure, TaskId id)> on_unobserved_failure;
 };
 
 struct ThreadPoolStats {
@@ -79,7 +107,8 @@ class ThreadPool {
   // Each constructor throws std::invalid_argument for a thread_count of 0
   // (ThreadPool() asks for at least 1), std::system_error if a worker or the
   // timer thread cannot start, std::bad_alloc (std::length_error for a count
-  // no vector can hold); always after joining the threads it started.
+  // no vector can hold), or what on_thread_start threw; always after joining
+  // the threads it started.
   ThreadPool();
   explicit ThreadPool(std::size_t thread_count);
   explicit ThreadPool(ThreadPoolConfig config);
@@ -149,11 +178,13 @@ class ThreadPool {
     return Future<R>(task);
   }
 
-  // Fire and forget: false if rejected.
+  // Fire and forget: false if rejected. A failure goes to the config's
+  // on_unobserved_failure.
   template <class F>
   bool post(F&& f, const TaskOptions& options = {}) {
     using R = detail::TaskResultOf<std::decay_t<F>>;
     auto* task = new detail::TaskNode<std::decay_t<F>, R>(std::forward<F>(f), 1, 1);
+    task->unobserved_ = true;  // before publication, by pool_submit
     return detail::pool_submit(core_, task, options);
   }
 
@@ -180,6 +211,9 @@ namespace this_task {
 // The running task's own token; a default token outside a task.
 CancellationToken cancellation_token() noexcept;
 bool cancelled() noexcept;
+// The running pool task's id (its future's id(); in a coroutine, its root
+// task's); 0 outside a pool task.
+TaskId id() noexcept;
 }  // namespace this_task
 
 }  // namespace quell

@@ -221,8 +221,11 @@ TEST(PoolStress, TasksSubmittedTogetherToSleepingWorkersRunTogether) {
 
 TEST(PoolStress, ShutdownRacingSubmittersLosesNothing) {
   for (int round = 0; round < 200; ++round) {
-    auto pool = std::make_unique<ThreadPool>(ThreadPoolConfig{
-        2, 0, round % 2 == 0 ? ShutdownPolicy::drain : ShutdownPolicy::cancel, "stress"});
+    ThreadPoolConfig config;
+    config.thread_count = 2;
+    config.shutdown_policy = round % 2 == 0 ? ShutdownPolicy::drain : ShutdownPolicy::cancel;
+    config.thread_name = "stress";
+    auto pool = std::make_unique<ThreadPool>(config);
     std::atomic<long> live{0};
     std::vector<std::vector<Future<int>>> futures(3);
     std::barrier start(4);

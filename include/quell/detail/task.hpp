@@ -184,6 +184,9 @@ class TaskBase : public CancelState, public QueueNode {
   std::atomic<std::uint32_t> status_{kQueued};
   bool timed_ = false;                            // has timer entries; set before publication
   bool delayed_ = false;                          // starts later, by the timer; ditto
+  // No future, handle or set sees its outcome (post(), a periodic tick): a
+  // failure goes to the pool's on_unobserved_failure. Set before publication.
+  bool unobserved_ = false;
   TaskId id_ = 0;
   PoolCore* pool_ = nullptr;                      // set at submission; never changes
   Clock::time_point deadline_ = Clock::time_point::max();
