@@ -31,7 +31,8 @@
 //                   (--seconds defaults to 2); exits 0 only if every reply
 //                   was right and every connection ended cleanly
 //
-// The first line printed is "listening on 127.0.0.1:PORT"; the last one the
+// The first line printed is "listening on 127.0.0.1:PORT"; then the
+// narration, the pool's metrics in Prometheus's text format, and last the
 // summary. Linux or any POSIX system with poll().
 
 #include <quell/quell.hpp>
@@ -418,6 +419,7 @@ class Server {
   }
 
   quell::CancellationToken token() const noexcept { return root_.cancellation_token(); }
+  quell::ThreadPoolStats pool_stats() const noexcept { return pool_.stats(); }
   std::size_t root_tasks() const noexcept { return root_.size(); }
   const Tally& tally() const noexcept { return tally_; }
 
@@ -945,6 +947,10 @@ int run(const Options& options) {
     client.join();
     ok = demo_agrees(*demo, tally);
   }
+  // What an operator would scrape: the pool's numbers, ended_by_reason and
+  // cancel_reaction included, in Prometheus's text format.
+  std::printf("the pool's metrics, as Prometheus reads them:\n%s",
+              quell::to_prometheus(server.pool_stats(), "echo").c_str());
   print_summary(tally);
   if (failure) std::rethrow_exception(failure);
   return ok ? 0 : 1;

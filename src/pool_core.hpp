@@ -11,6 +11,7 @@
 // F1) are in detail/task.hpp.
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -67,17 +68,47 @@ struct alignas(kCacheLine) Counters {
   Counter parked{0};    // coroutine roots suspended at a co_await...
   Counter unparked{0};  // ...and resumed (stats().suspended is the difference)
   Counter visits{0};    // coroutines of other pools moved in by schedule()
+  Counter by_reason[5] = {};  // ended cancelled or timed_out, by CancelReason
+
+  // A LatencyHistogram's counters (relaxed, as the rest).
+  struct Histogram {
+    Counter buckets[LatencyHistogram::kBuckets] = {};
+    Counter count{0};
+    Counter sum_ns{0};
+  };
+  Histogram queue_wait;
+  Histogram run_time;
+  Histogram cancel_reaction;
+
+  void bump_reason(std::uint64_t reason) noexcept {
+    add(by_reason[reason < 5 ? reason : 0], 1, std::memory_order_relaxed);
+  }
+  void record(Histogram Counters::*histogram, std::int64_t ns) noexcept {
+    Histogram& h = this->*histogram;
+    const auto value = static_cast<std::uint64_t>(ns > 0 ? ns : 0);
+    // Bucket b holds [2^b, 2^(b+1)): b is the index of the highest set bit.
+    const unsigned b = value == 0 ? 0 : static_cast<unsigned>(std::bit_width(value)) - 1;
+    add(h.buckets[b < LatencyHistogram::kBuckets ? b : LatencyHistogram::kBuckets - 1], 1,
+        std::memory_order_relaxed);
+    add(h.count, 1, std::memory_order_relaxed);
+    add(h.sum_ns, value, std::memory_order_relaxed);
+  }
 
  private:
-  void add(Counter Counters::*field, std::memory_order order) noexcept {
-    Counter& counter = this->*field;
+  void add(Counter Counters::*field, std::memory_order order) noexcept { add(this->*field, 1, order); }
+  void add(Counter& counter, std::uint64_t n, std::memory_order order) noexcept {
     if (shared) {
-      counter.fetch_add(1, order);
+      counter.fetch_add(n, order);
     } else {
-      counter.store(counter.load(std::memory_order_relaxed) + 1, order);
+      counter.store(counter.load(std::memory_order_relaxed) + n, order);
     }
   }
 };
+
+// Steady-clock nanoseconds, for the latency statistics (0 is "unset").
+inline std::int64_t stats_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
 
 inline Counter Counters::*counter_for(std::uint32_t outcome) noexcept {
   switch (outcome) {
@@ -290,6 +321,8 @@ class PoolCore final : public Executor {
   // (a set's token); a link that fires meanwhile leaves it dropped.
   void link_origins(TaskBase* task, CancelState* parent, const Placement& placement);
   void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
+  // finish()'s rare part: a failure's hook, a cancellation's reason.
+  void ended_otherwise(TaskBase* task, std::uint32_t outcome, Counters& counters) noexcept;
   bool try_start(TaskBase* task) noexcept;
   void execute(Worker& worker, QueueNode* node) noexcept;
   void run_in_frame(Worker& worker, TaskBase* task) noexcept;

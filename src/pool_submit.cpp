@@ -210,7 +210,16 @@ void PoolCore::discard(TaskBase* task) noexcept {
   task->ops()->destroy(task);
 }
 
+namespace {
+// Counts this thread's enqueued tasks, to time one in kLatencySample.
+QUELL_FAST_TLS constinit thread_local std::uint64_t sample_tick = 0;
+}  // namespace
+
 void PoolCore::enqueue(TaskBase* task) noexcept {
+  // Submitted, or due: a sampled task is timed from here (ThreadPoolStats).
+  if (sample_tick++ % ThreadPoolStats::kLatencySample == 0) [[unlikely]] {
+    task->sampled_at_ = stats_now_ns();
+  }
   // A worker's deque that cannot grow for lack of memory: the injection
   // queue is intrusive and takes the accepted task without allocating.
   if (is_own_worker() && this_worker->deque.try_push(task)) return;

@@ -8,6 +8,18 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
                       Counters& counters) noexcept {
   counters.bump(counter_for(outcome));
   counters.bump(started ? &Counters::ended : &Counters::dropped);
+  if (started) {
+    // Latencies: a load each on the task's own lines; the clock only for a
+    // sampled task, or one cancelled while it ran.
+    if (task->sampled_at_ != 0) [[unlikely]] {
+      counters.record(&Counters::run_time, stats_now_ns() - task->sampled_at_);
+    }
+    // Relaxed: see TaskBase::cancelled_at_.
+    const std::int64_t cancelled_at = task->cancelled_at_.load(std::memory_order_relaxed);
+    if (cancelled_at != 0) [[unlikely]] {
+      counters.record(&Counters::cancel_reaction, stats_now_ns() - cancelled_at);
+    }
+  }
   // Release: the result, the error and the callable's destruction
   // happen-before every acquire load that sees the terminal value (T2).
   const std::uint32_t old = task->status_.exchange(outcome, std::memory_order_acq_rel);
@@ -19,9 +31,17 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   task->origin_.detach();
   if (task->timed_) timers_.entry_died();
   if (auto* finished = task->ops()->finished) finished(task, outcome);
-  // The only cost to a task that did not fail: this branch, predicted.
-  if (outcome == TaskBase::kFailed) [[unlikely]] report_failure(task);
+  // The only cost to a completed task: this branch, predicted.
+  if (outcome != TaskBase::kCompleted) [[unlikely]] ended_otherwise(task, outcome, counters);
   retire(counters);
+}
+
+void PoolCore::ended_otherwise(TaskBase* task, std::uint32_t outcome, Counters& counters) noexcept {
+  if (outcome == TaskBase::kFailed) {
+    report_failure(task);
+  } else if (outcome == TaskBase::kCancelled || outcome == TaskBase::kTimedOut) {
+    counters.bump_reason(task->reason());
+  }
 }
 
 void PoolCore::report_failure(TaskBase* task) noexcept {
@@ -129,6 +149,11 @@ void PoolCore::run_in_frame(Worker& worker, TaskBase* task) noexcept {
   // (cancelled() is an acquire load, pairing with request_cancel()'s release.)
   if (!task->cancelled() && try_start(task)) {
     worker.counters.bump(&Counters::started);
+    if (task->sampled_at_ != 0) [[unlikely]] {
+      const std::int64_t now = stats_now_ns();
+      worker.counters.record(&Counters::queue_wait, now - task->sampled_at_);
+      task->sampled_at_ = now;  // run_time starts here
+    }
     if (config_.max_queue_size != 0) bounded_queued_.fetch_sub(1, std::memory_order_relaxed);
     TaskBase* outer = std::exchange(this_task_ptr, task);
     // A plain task run by a coroutine's wait sees its own token (R5).
@@ -157,6 +182,10 @@ void task_on_cancel(CancelState* state) noexcept {
     } else if (value == TaskBase::kLinking) {
       next = (word & ~TaskBase::kValueMask) | TaskBase::kLinkCancelled;  // its submitter drops it
     } else {
+      if (value == TaskBase::kRunning) {
+        // Relaxed: a statistic, read when the task ends (cancel_reaction).
+        task->cancelled_at_.store(stats_now_ns(), std::memory_order_relaxed);
+      }
       return;  // running, or resolved
     }
     // Acq_rel: as try_start(); the winner owns the callable (T1). To

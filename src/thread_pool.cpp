@@ -13,6 +13,19 @@ QUELL_FAST_TLS constinit thread_local TaskBase* this_task_ptr = nullptr;
 QUELL_FAST_TLS constinit thread_local unsigned this_stripe = kStripes;
 std::atomic<unsigned> next_stripe{0};
 
+namespace {
+
+void add_histogram(LatencyHistogram& into, const Counters::Histogram& from) noexcept {
+  // Relaxed: as every statistic (see Counters).
+  for (std::size_t b = 0; b < LatencyHistogram::kBuckets; ++b) {
+    into.buckets[b] += from.buckets[b].load(std::memory_order_relaxed);
+  }
+  into.count += from.count.load(std::memory_order_relaxed);
+  into.sum_ns += from.sum_ns.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
 ThreadPoolStats PoolCore::stats() const noexcept {
   // Relaxed sums of monotonic counters: exact once wait_idle() returned,
   // otherwise a moment's picture. Outcomes are read before what precedes
@@ -33,6 +46,12 @@ ThreadPoolStats PoolCore::stats() const noexcept {
     stats.stolen += c.stolen.load(std::memory_order_relaxed);
     ended += c.ended.load(std::memory_order_relaxed);
     dropped += c.dropped.load(std::memory_order_relaxed);
+    for (std::size_t r = 0; r < stats.ended_by_reason.size(); ++r) {
+      stats.ended_by_reason[r] += c.by_reason[r].load(std::memory_order_relaxed);
+    }
+    add_histogram(stats.queue_wait, c.queue_wait);
+    add_histogram(stats.run_time, c.run_time);
+    add_histogram(stats.cancel_reaction, c.cancel_reaction);
   };
   auto add_intake = [&](const Counters& c) {
     started += c.started.load(std::memory_order_relaxed);

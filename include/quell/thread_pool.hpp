@@ -33,12 +33,14 @@
 // runs; everything the task did happens-before its future is seen ready, and
 // before wait_idle() returns.
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -89,6 +91,19 @@ struct ThreadPoolConfig {
   std::function<void(std::exception_ptr failure, TaskId id)> on_unobserved_failure;
 };
 
+// Latencies in log2 buckets of nanoseconds: bucket b counts values in
+// [2^b, 2^(b+1)) ns (bucket 0 also counts 0 ns, the last also everything
+// longer). A value type, summed over the pool's workers by stats().
+struct LatencyHistogram {
+  static constexpr std::size_t kBuckets = 40;
+  std::array<std::uint64_t, kBuckets> buckets{};
+  std::uint64_t count = 0;   // values recorded
+  std::uint64_t sum_ns = 0;  // their sum
+  // The upper bound, 2^(b+1) ns, of the bucket b that holds the p-th
+  // quantile (p in [0, 1], clamped); 0 when count == 0.
+  std::uint64_t percentile_ns(double p) const noexcept;
+};
+
 struct ThreadPoolStats {
   std::uint64_t submitted = 0;  // every submission, rejected ones included
   std::uint64_t completed = 0;
@@ -100,7 +115,31 @@ struct ThreadPoolStats {
   std::size_t queued = 0;   // accepted, neither started nor resolved
   std::size_t running = 0;  // started, not yet terminal
   std::size_t suspended = 0;  // of `running`: coroutine tasks parked at a co_await
+  // Tasks that ended cancelled or timed_out, indexed by their CancelReason
+  // (requested, deadline, shutdown, failure; none stays 0).
+  std::array<std::uint64_t, 5> ended_by_reason{};
+  // Sampled: one task in kLatencySample per submitting thread (its first
+  // included) is timed, since a clock read on every task would cost more
+  // than the rest of its bookkeeping. queue_wait: submitted (or, for a
+  // delayed task, due) -> started; run_time: started -> ended (a coroutine's
+  // suspensions included).
+  LatencyHistogram queue_wait;
+  LatencyHistogram run_time;
+  // Every task whose token was cancelled while it ran (not sampled):
+  // cancelled -> ended, however it then ended. How promptly task bodies
+  // notice cancellation. A cancellation that races the task's end may go
+  // uncounted.
+  LatencyHistogram cancel_reaction;
+  static constexpr std::uint64_t kLatencySample = 64;
 };
+
+// The stats in the Prometheus text exposition format, every metric named
+// `prefix`_...: counters P_tasks_total{status=...},
+// P_tasks_ended_by_reason_total{reason=...}, P_tasks_stolen_total; gauges
+// P_tasks_queued, P_tasks_running, P_tasks_suspended; histograms (seconds)
+// P_queue_wait_seconds, P_run_time_seconds, P_cancel_reaction_seconds. Each
+// with its # HELP and # TYPE lines. Throws std::bad_alloc.
+std::string to_prometheus(const ThreadPoolStats& stats, std::string_view prefix = "quell");
 
 class ThreadPool {
  public:

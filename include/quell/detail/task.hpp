@@ -57,6 +57,7 @@
 // with acquire. So the result, the error and the callable's destruction
 // happen-before any observer that sees the task terminal.
 
+#include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
@@ -194,6 +195,13 @@ class TaskBase : public CancelState, public QueueNode {
   CancelLink origin_;                             // to the submitter's token; owner: whoever resolves
   const void* set_ = nullptr;                     // the group or scope tracking it; set before publication
   CoroWaiter* coro_waiter_ = nullptr;             // T7; written before kCoroWaiting is set
+  // Statistics (ThreadPoolStats). A sampled task's enqueue time, then its
+  // start time, in steady_clock nanoseconds; 0: not sampled. Written before
+  // the task is published, then by the worker that started it.
+  std::int64_t sampled_at_ = 0;
+  // When its token was cancelled while it ran (0: it was not), for
+  // cancel_reaction. Relaxed: a statistic, read once when the task ends.
+  std::atomic<std::int64_t> cancelled_at_{0};
 
  protected:
   // `refs` references (queue, future, handle) and `sources` sources (the
