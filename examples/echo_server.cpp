@@ -34,16 +34,17 @@
 // The first line printed is "listening on 127.0.0.1:PORT"; then the
 // narration, the pool's metrics in Prometheus's text format, and last the
 // summary. Linux or any POSIX system with poll().
+//
+// Reading order: what teaches quell comes first: the Waker (a token's
+// cancellation as a pollable fd), the request task, the connection slots
+// and the Server (root scope, a child scope per connection, the shutdown).
+// Then the in-process demo client and main(). The POSIX plumbing (fds,
+// poll(), sockets, signals, the blocking client the tests share) is in
+// echo_net.hpp.
 
 #include <quell/quell.hpp>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -66,10 +67,12 @@
 #include <utility>
 #include <vector>
 
+#include "echo_net.hpp"  // the POSIX plumbing: fds, poll(), sockets, signals, the client
+
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using namespace echo;
 
 constexpr std::size_t kMaxLine = 4096;        // bytes before the '\n'
 constexpr std::size_t kMaxConnections = 32;   // each holds a pool worker while open
@@ -95,56 +98,6 @@ bool narrate = false;  // set by --demo before any thread starts
   std::fflush(stdout);
 }
 
-[[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
-
-int milliseconds_until(Clock::time_point deadline) {
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::max<std::int64_t>(0, left.count()));
-}
-
-// ---- file descriptors --------------------------------------------------------
-
-// An owned file descriptor, closed on destruction.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    Fd(std::move(other)).swap(*this);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void swap(Fd& other) noexcept { std::swap(fd_, other.fd_); }
-
- private:
-  int fd_ = -1;
-};
-
-void set_flags(int fd) {
-  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
-      ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-    fail("fcntl");
-  }
-}
-
-struct Pipe {
-  Fd read, write;
-};
-
-Pipe make_pipe() {
-  int ends[2];
-  if (::pipe(ends) < 0) fail("pipe");
-  Pipe pipe{Fd(ends[0]), Fd(ends[1])};
-  set_flags(pipe.read.get());
-  set_flags(pipe.write.get());
-  return pipe;
-}
-
 // Turns a token's cancellation into a readable fd for poll(): the callback
 // writes one byte to a pipe. Nobody reads it, so once the token is cancelled
 // the fd stays readable for every later poll() too.
@@ -167,111 +120,6 @@ class Waker {
   Pipe pipe_;  // declared first: outlives the callback that writes to it
   quell::CancellationCallback<WriteByte> on_cancel_;
 };
-
-enum class Ready { fd, cancelled, timed_out };
-
-// Waits until `fd` has `events` or `waker` fires (cancellation wins a tie),
-// for at most `timeout_ms` (-1: no limit).
-Ready wait_for(int fd, short events, int waker, int timeout_ms = -1) {
-  pollfd fds[2] = {{fd, events, 0}, {waker, POLLIN, 0}};
-  const nfds_t count = waker >= 0 ? 2 : 1;
-  for (;;) {
-    const int ready = ::poll(fds, count, timeout_ms);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) fail("poll");
-    if (ready == 0) return Ready::timed_out;
-    if (count == 2 && fds[1].revents != 0) return Ready::cancelled;
-    return Ready::fd;  // also POLLHUP or POLLERR: the next call on fd says which
-  }
-}
-
-// ---- sockets -----------------------------------------------------------------
-
-Fd listen_on_loopback(std::uint16_t port) {
-  Fd listener(::socket(AF_INET, SOCK_STREAM, 0));
-  if (!listener) fail("socket");
-  const int on = 1;
-  ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
-    fail("bind");
-  }
-  if (::listen(listener.get(), SOMAXCONN) < 0) fail("listen");
-  set_flags(listener.get());
-  return listener;
-}
-
-std::uint16_t local_port(int fd) {
-  sockaddr_in address{};
-  socklen_t size = sizeof address;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) < 0) fail("getsockname");
-  return ntohs(address.sin_port);
-}
-
-// Sends all of `data`, waiting for room as long as kSendGuard. Cancellation
-// does not stop it: a reply in flight is delivered. False if the connection
-// broke (or the client stopped reading).
-bool send_all(int fd, std::string_view data) {
-  const Clock::time_point guard = Clock::now() + kSendGuard;
-  while (!data.empty()) {
-    const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (sent > 0) {
-      data.remove_prefix(static_cast<std::size_t>(sent));
-    } else if (sent < 0 && errno == EINTR) {
-      continue;
-    } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (wait_for(fd, POLLOUT, -1, milliseconds_until(guard)) == Ready::timed_out) return false;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
-enum class Received { data, eof, nothing, error };
-
-Received receive(int fd, std::string& into) {
-  char chunk[4096];
-  const ssize_t got = ::recv(fd, chunk, sizeof chunk, 0);
-  if (got > 0) {
-    into.append(chunk, static_cast<std::size_t>(got));
-    return Received::data;
-  }
-  if (got == 0) return Received::eof;
-  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? Received::nothing
-                                                                   : Received::error;
-}
-
-// Closes so that the client reads every reply and then EOF, never a reset:
-// our FIN first, then input read and dropped until the client's FIN (Linux
-// answers a close with unread input by a reset, which can overtake replies
-// the client has not read yet), for at most kLinger.
-void close_gracefully(Fd socket) {
-  ::shutdown(socket.get(), SHUT_WR);
-  const Clock::time_point guard = Clock::now() + kLinger;
-  std::string dropped;
-  for (;;) {
-    dropped.clear();
-    const Received received = receive(socket.get(), dropped);
-    if (received == Received::eof || received == Received::error) return;
-    if (received == Received::nothing &&
-        wait_for(socket.get(), POLLIN, -1, milliseconds_until(guard)) == Ready::timed_out) {
-      return;
-    }
-  }
-}
-
-// The next complete line of `input` (without its '\n'), taken out of it.
-std::optional<std::string> take_line(std::string& input) {
-  const std::size_t end = input.find('\n');
-  if (end == std::string::npos) return std::nullopt;
-  std::string line = input.substr(0, end);
-  input.erase(0, end + 1);
-  return line;
-}
 
 // ---- requests ------------------------------------------------------------------
 
@@ -487,7 +335,7 @@ void Server::serve(Connection connection) {
         static_cast<unsigned long long>(connection.id),
         to_string(conn.cancellation_token().reason()));
   }
-  close_gracefully(std::move(connection.socket));
+  close_gracefully(std::move(connection.socket), kLinger);
   conn.close();
   // Every request was answered; this joins one still stopping after its
   // timeout, and runs nothing of other connections meanwhile.
@@ -507,7 +355,7 @@ Server::Ending Server::serve_requests(Connection& connection, quell::Scope& conn
       if (!take_request(connection, conn, std::move(*line))) return Ending::broken;
     }
     if (input.size() > kMaxLine) {
-      send_all(fd, "ERR line too long\n");
+      send_all(fd, "ERR line too long\n", kSendGuard);
       return Ending::broken;
     }
     if (wait_for(fd, POLLIN, cancelled) == Ready::cancelled) return Ending::cancelled;
@@ -526,7 +374,7 @@ bool Server::take_request(Connection& connection, quell::Scope& conn, std::strin
   Tally::bump(reply.outcome == Outcome::answered    ? tally_.answered
               : reply.outcome == Outcome::timed_out ? tally_.timed_out
                                                     : tally_.cancelled);
-  if (!send_all(connection.socket.get(), reply.text)) {
+  if (!send_all(connection.socket.get(), reply.text, kSendGuard)) {
     Tally::bump(tally_.undelivered);
     return false;
   }
@@ -574,42 +422,6 @@ Reply Server::run_request(quell::Scope& conn, std::string line) {
   return {"ERR timeout\n", Outcome::timed_out};
 }
 
-// ---- signals ------------------------------------------------------------------------------
-
-int signal_pipe = -1;  // write end; set before the handler is installed, then only read
-
-extern "C" void on_signal(int) {
-  const int saved = errno;
-  const char byte = 1;
-  [[maybe_unused]] const ssize_t written = ::write(signal_pipe, &byte, 1);  // async-signal-safe
-  errno = saved;
-}
-
-// Routes SIGINT and SIGTERM to a pipe that main() polls, while it lives.
-class SignalPipe {
- public:
-  SignalPipe() : pipe_(make_pipe()) {
-    signal_pipe = pipe_.write.get();
-    struct sigaction action {};
-    action.sa_handler = on_signal;
-    sigemptyset(&action.sa_mask);
-    if (::sigaction(SIGINT, &action, nullptr) < 0 || ::sigaction(SIGTERM, &action, nullptr) < 0) {
-      fail("sigaction");
-    }
-    ::signal(SIGPIPE, SIG_IGN);  // a broken connection is an error code, not a signal
-  }
-  SignalPipe(const SignalPipe&) = delete;
-  SignalPipe& operator=(const SignalPipe&) = delete;
-  ~SignalPipe() {  // before the pipe closes: the handler must not write to a reused fd
-    ::signal(SIGINT, SIG_DFL);
-    ::signal(SIGTERM, SIG_DFL);
-  }
-  int fd() const noexcept { return pipe_.read.get(); }
-
- private:
-  Pipe pipe_;
-};
-
 enum class Stop { signal, time_up, root_cancelled };
 
 // Blocks until a signal, `deadline` or the root scope being cancelled from
@@ -629,64 +441,6 @@ Stop wait_for_stop(int signals, const Server& server, std::optional<Clock::time_
 
 // ---- the demo: a client in the same process --------------------------------------------------
 
-// A blocking client connection; every call has a generous guard.
-class Client {
- public:
-  enum class Read { line, eof, reset };
-
-  static std::optional<Client> connect(std::uint16_t port) {
-    Fd socket(::socket(AF_INET, SOCK_STREAM, 0));
-    if (!socket) fail("socket");
-    const timeval guard{10, 0};
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    ::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
-      if (errno == ECONNREFUSED) return std::nullopt;
-      fail("connect");
-    }
-    return Client(std::move(socket));
-  }
-
-  // False if the server has closed the connection.
-  bool send_line(const std::string& line) {
-    const std::string data = line + '\n';
-    return ::send(socket_.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(data.size());
-  }
-
-  void finish_sending() { ::shutdown(socket_.get(), SHUT_WR); }
-
-  Read read_line(std::string& line) {
-    for (;;) {
-      if (std::optional<std::string> taken = take_line(input_)) {
-        line = std::move(*taken);
-        return Read::line;
-      }
-      char chunk[4096];
-      const ssize_t got = ::recv(socket_.get(), chunk, sizeof chunk, 0);
-      if (got > 0) {
-        input_.append(chunk, static_cast<std::size_t>(got));
-      } else if (got == 0) {
-        if (!input_.empty()) throw std::runtime_error("demo: a reply cut short");
-        return Read::eof;
-      } else if (errno == ECONNRESET) {
-        return Read::reset;
-      } else if (errno != EINTR) {
-        fail("demo: recv");  // including the guard's EAGAIN: the server hangs
-      }
-    }
-  }
-
- private:
-  explicit Client(Fd socket) : socket_(std::move(socket)) {}
-  Fd socket_;
-  std::string input_;
-};
-
 // Talks to the server until it shuts down: kHeld connections open for the
 // whole run, each sending a request per round (some of them slow, a few too
 // slow for their deadline), and short connections of two requests each.
@@ -701,9 +455,10 @@ class DemoClient {
         kHeld);
     std::vector<Held> held;
     for (std::size_t i = 0; i < kHeld; ++i) {
-      std::optional<Client> client = Client::connect(port_);
-      if (!client) throw std::runtime_error("demo: connection refused before any shutdown");
-      held.push_back({std::move(*client), {}});
+      held.push_back({connect(), {}});
+      if (!held.back().client.connected()) {
+        throw std::runtime_error("demo: connection refused before any shutdown");
+      }
     }
     for (int round = 0; !shutdown_seen_; ++round) {
       for (std::size_t i = 0; i < held.size(); ++i) send(held[i], request(round, i));
@@ -733,6 +488,14 @@ class DemoClient {
  private:
   static constexpr std::size_t kHeld = 8;
 
+  // Refused (connected() false) once the listener is closed; any other
+  // failure is an error.
+  Client connect() const {
+    Client client(port_, 10);
+    if (!client.connected() && errno != ECONNREFUSED) fail("demo: connect");
+    return client;
+  }
+
   struct Held {
     Client client;
     std::vector<std::string> unanswered;  // oldest first
@@ -755,12 +518,11 @@ class DemoClient {
   }
 
   void short_connection(int round, int j) {
-    std::optional<Client> client = Client::connect(port_);
-    if (!client) {  // the listener is closed
+    Held connection{connect(), {}};
+    if (!connection.client.connected()) {  // the listener is closed
       shutdown_seen_ = true;
       return;
     }
-    Held connection{std::move(*client), {}};
     for (int k = 0; k < 2; ++k) {
       send(connection, "short " + std::to_string(round) + "." + std::to_string(j) + "." +
                            std::to_string(k));
@@ -774,20 +536,23 @@ class DemoClient {
   // once the server is shutting down (it then closes every connection).
   void read_replies(Held& connection, bool to_eof) {
     while (!connection.ended && (to_eof || shutdown_seen_ || !connection.unanswered.empty())) {
-      std::string line;
-      switch (connection.client.read_line(line)) {
-        case Client::Read::line:
-          check(connection, line);
-          continue;
-        case Client::Read::eof:
+      if (std::optional<std::string> line = connection.client.read_line()) {
+        check(connection, *line);
+        continue;
+      }
+      switch (connection.client.end()) {
+        case Client::End::eof:
           ++closed_cleanly_;
           break;
-        case Client::Read::reset:
+        case Client::End::reset:
           // Only a connection still in the listen backlog when the listener
           // closed may be reset: the server never accepted it. One that was
           // answered was accepted, and must end in EOF.
           if (connection.answered) surprise("an answered connection was reset");
           break;
+        case Client::End::other:
+          // A reply cut short, or the guard: the server hangs.
+          throw std::runtime_error("demo: a reply cut short, or no reply within the guard");
       }
       connection.ended = true;
       // The server closes a connection first only when it shuts down.

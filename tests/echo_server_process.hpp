@@ -29,49 +29,16 @@
 #include <utility>
 #include <vector>
 
+#include "../examples/echo_net.hpp"
+
 extern char** environ;
 
 namespace quell::test {
 
-// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
-// A blocking TCP connection to 127.0.0.1:`port` whose every send and
-// receive gives up after `guard_seconds`; an empty Fd, with errno set, if
-// it cannot be made.
-inline Fd connect_loopback(std::uint16_t port, int guard_seconds) {
-  Fd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (socket.get() < 0) return socket;
-  const timeval guard{guard_seconds, 0};
-  ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-  ::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
-    const int error = errno;
-    socket = Fd();
-    errno = error;  // close() may have changed it
-  }
-  return socket;
-}
+// The example's own file descriptor and loopback client connection
+// (examples/echo_net.hpp), for the tests' clients.
+using echo::connect_loopback;
+using echo::Fd;
 
 // What the server prints last.
 struct Summary {

@@ -41,51 +41,9 @@ using quell::test::Fd;
 using quell::test::ServerProcess;
 using quell::test::Summary;
 
-// A blocking client connection; a read waits at most 30 s.
-class Client {
- public:
-  enum class End { eof, reset, other };
-
-  explicit Client(std::uint16_t port) : socket_(quell::test::connect_loopback(port, 30)) {}
-
-  bool connected() const { return socket_.get() >= 0; }
-
-  bool send(const std::string& data) {
-    return ::send(socket_.get(), data.data(), data.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(data.size());
-  }
-
-  // The next line, without its '\n'; nothing when the connection ends
-  // (end() then says how).
-  std::optional<std::string> read_line() {
-    for (;;) {
-      if (const std::size_t end = input_.find('\n'); end != std::string::npos) {
-        std::string line = input_.substr(0, end);
-        input_.erase(0, end + 1);
-        return line;
-      }
-      char chunk[4096];
-      const ssize_t got = ::recv(socket_.get(), chunk, sizeof chunk, 0);
-      if (got > 0) {
-        input_.append(chunk, static_cast<std::size_t>(got));
-        continue;
-      }
-      if (got < 0 && errno == EINTR) continue;
-      end_ = got == 0 && input_.empty() ? End::eof
-             : got < 0 && errno == ECONNRESET ? End::reset
-                                              : End::other;  // a cut-off line, or the guard
-      return std::nullopt;
-    }
-  }
-
-  End end() const { return end_; }
-  void close() { socket_ = Fd(); }
-
- private:
-  Fd socket_;
-  std::string input_;
-  End end_ = End::other;
-};
+// The example's blocking client (examples/echo_net.hpp); a read waits at
+// most 30 s.
+using echo::Client;
 
 // A line of `length` varied bytes, anything but '\n' ('\0' and '\r' too).
 std::string request_line(std::size_t seed, std::size_t length) {
