@@ -145,6 +145,7 @@ class ChildSet {
     return transfer(strands_[0].child);
   }
 
+  // Relaxed: read after the fetch_sub chain that posted the parent (C1).
   std::size_t decided() const noexcept { return decided_.load(std::memory_order_relaxed); }
   // Relaxed: read after the fetch_sub chain that posted the parent.
   bool any_cancelled() const noexcept { return any_cancelled_.load(std::memory_order_relaxed); }
