@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "pool_test_support.hpp"
+#include "sanitized.hpp"
 #include "quell/cancellation.hpp"
 #include "quell/error.hpp"
 #include "quell/scope.hpp"
@@ -720,6 +721,35 @@ TEST(TaskGroup, TheFirstFailureOutlivesTheJoinersUseOfIt) {
       joiner_done.store(true, std::memory_order_relaxed);
       releaser.join();
     }
+  }
+}
+
+// The failed task's future and its group each rethrow the failure, on two
+// threads at once: neither may take the exception from the other.
+TEST(TaskGroup, TheFutureAndTheGroupRethrowOneFailureAtOnce) {
+  ThreadPool pool(2);
+  const int rounds = test::kSanitized ? 300 : 2000;
+  for (int r = 0; r < rounds; ++r) {
+    TaskGroup group(pool);
+    Future<int> failed = group.submit([]() -> int { throw std::runtime_error("the failure"); });
+    std::latch both_ready(2);
+    std::thread joiner([&] {
+      both_ready.arrive_and_wait();
+      try {
+        group.wait_and_rethrow();
+        ADD_FAILURE() << "the group rethrew nothing";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "the failure");
+      }
+    });
+    both_ready.arrive_and_wait();
+    try {
+      (void)failed.get();
+      ADD_FAILURE() << "the future threw nothing";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "the failure");
+    }
+    joiner.join();
   }
 }
 

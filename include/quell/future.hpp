@@ -148,10 +148,7 @@ class Future {
         }
       case TaskStatus::failed:
         retrieved_ = true;
-        // Moved out: the exception's last owner is then this thread, not
-        // whichever thread drops the task's last reference (ThreadSanitizer
-        // cannot see the exception's own reference count in libstdc++).
-        std::rethrow_exception(std::move(task->error_));
+        std::rethrow_exception(task->take_error());
       case TaskStatus::cancelled: {
         OperationCancelled cancelled;
         retrieved_ = true;
@@ -242,7 +239,7 @@ class Future {
             return Result<T>(std::current_exception());
           }
         }
-      case TaskStatus::failed: return Result<T>(std::move(task_->error_));  // as get()
+      case TaskStatus::failed: return Result<T>(task_->take_error());
       default: return Result<T>(error());
     }
   }

@@ -175,6 +175,14 @@ class TaskBase : public CancelState, public QueueNode {
     }
   }
 
+  // A failed task's exception for its future. Moved out when the future is
+  // its only reader, so that the exception's last owner is the thread that
+  // rethrows it, not whichever thread drops the task's last reference
+  // (ThreadSanitizer cannot see the exception's own reference count in
+  // libstdc++). Copied when a group or scope may read it too, from another
+  // thread, at the same time (TaskSet::failure()).
+  std::exception_ptr take_error() noexcept { return set_ != nullptr ? error_ : std::move(error_); }
+
   TaskStatus status() const noexcept {
     // Acquire: pairs with the release exchange that stored a terminal value.
     const std::uint32_t value = status_.load(std::memory_order_acquire) & kValueMask;
