@@ -321,7 +321,9 @@ class PoolCore final : public Executor {
   // (a set's token); a link that fires meanwhile leaves it dropped.
   void link_origins(TaskBase* task, CancelState* parent, const Placement& placement);
   void finish(TaskBase* task, std::uint32_t outcome, bool started, Counters& counters) noexcept;
-  // finish()'s rare part: a failure's hook, a cancellation's reason.
+  // finish()'s rare parts: a sampled or cancelled task's latencies; a
+  // failure's hook, a cancellation's reason.
+  [[gnu::cold]] void record_latencies(TaskBase* task, std::int64_t cancelled_at, Counters& counters) noexcept;
   void ended_otherwise(TaskBase* task, std::uint32_t outcome, Counters& counters) noexcept;
   bool try_start(TaskBase* task) noexcept;
   void execute(Worker& worker, QueueNode* node) noexcept;

@@ -210,14 +210,12 @@ void PoolCore::discard(TaskBase* task) noexcept {
   task->ops()->destroy(task);
 }
 
-namespace {
-// Counts this thread's enqueued tasks, to time one in kLatencySample.
-QUELL_FAST_TLS constinit thread_local std::uint64_t sample_tick = 0;
-}  // namespace
-
 void PoolCore::enqueue(TaskBase* task) noexcept {
   // Submitted, or due: a sampled task is timed from here (ThreadPoolStats).
-  if (sample_tick++ % ThreadPoolStats::kLatencySample == 0) [[unlikely]] {
+  // A thread's ids come in blocks of kIdBlock from 1 mod kIdBlock, so this
+  // times the first task a thread submits, then one in kLatencySample.
+  static_assert(kIdBlock % ThreadPoolStats::kLatencySample == 0);
+  if (task->id_ % ThreadPoolStats::kLatencySample == 1) [[unlikely]] {
     task->sampled_at_ = stats_now_ns();
   }
   // A worker's deque that cannot grow for lack of memory: the injection

@@ -9,16 +9,11 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   counters.bump(counter_for(outcome));
   counters.bump(started ? &Counters::ended : &Counters::dropped);
   if (started) {
-    // Latencies: a load each on the task's own lines; the clock only for a
-    // sampled task, or one cancelled while it ran.
-    if (task->sampled_at_ != 0) [[unlikely]] {
-      counters.record(&Counters::run_time, stats_now_ns() - task->sampled_at_);
-    }
+    // Latencies: two loads on the task's own line and one branch; the clock
+    // only for a sampled task, or one cancelled while it ran.
     // Relaxed: see TaskBase::cancelled_at_.
     const std::int64_t cancelled_at = task->cancelled_at_.load(std::memory_order_relaxed);
-    if (cancelled_at != 0) [[unlikely]] {
-      counters.record(&Counters::cancel_reaction, stats_now_ns() - cancelled_at);
-    }
+    if ((task->sampled_at_ | cancelled_at) != 0) [[unlikely]] record_latencies(task, cancelled_at, counters);
   }
   // Release: the result, the error and the callable's destruction
   // happen-before every acquire load that sees the terminal value (T2).
@@ -34,6 +29,12 @@ void PoolCore::finish(TaskBase* task, std::uint32_t outcome, bool started,
   // The only cost to a completed task: this branch, predicted.
   if (outcome != TaskBase::kCompleted) [[unlikely]] ended_otherwise(task, outcome, counters);
   retire(counters);
+}
+
+void PoolCore::record_latencies(TaskBase* task, std::int64_t cancelled_at, Counters& counters) noexcept {
+  const std::int64_t now = stats_now_ns();
+  if (task->sampled_at_ != 0) counters.record(&Counters::run_time, now - task->sampled_at_);
+  if (cancelled_at != 0) counters.record(&Counters::cancel_reaction, now - cancelled_at);
 }
 
 void PoolCore::ended_otherwise(TaskBase* task, std::uint32_t outcome, Counters& counters) noexcept {
