@@ -137,6 +137,8 @@ class LoopControl {
         if (pos > found_hint()) return;  // wholly after a match: later chunks are too
       }
       try {
+        // One clock read per block: a block's end is the next one's start.
+        auto started = std::chrono::steady_clock::now();
         while (pos < end) {
           if (token_.cancelled()) {
             abandon(pos);
@@ -146,7 +148,6 @@ class LoopControl {
             if (pos > found_hint()) break;  // the rest is past the lowest match known
           }
           const std::size_t to = std::min(end, pos + block);
-          const auto started = std::chrono::steady_clock::now();
           if constexpr (mode == LoopMode::all) {
             run(pos, to);
           } else {
@@ -161,7 +162,9 @@ class LoopControl {
             }
           }
           pos = to;
-          block = next_block(block, std::chrono::steady_clock::now() - started);
+          const auto ended = std::chrono::steady_clock::now();
+          block = next_block(block, ended - started);
+          started = ended;
         }
       } catch (const OperationCancelled&) {
         abandon(pos);  // the block's start: the element that threw is in it
