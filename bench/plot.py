@@ -9,7 +9,7 @@ A workload's baseline is its peer named "quell", else the first peer whose
 name starts with "quell". Needs Debian's python3-matplotlib (hence
 /usr/bin/python3, whatever python3 comes first in PATH).
 
-Usage: bench/plot.py [--metric COUNTER] [--only REGEX] -o docs/performance.svg FILE.json...
+Usage: bench/plot.py [--metric [WORKLOAD=]COUNTER]... [--only REGEX] [--skip REGEX] -o docs/performance.svg FILE.json...
 """
 import argparse
 import collections
@@ -34,11 +34,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
     parser.add_argument("-o", "--output", required=True)
-    parser.add_argument("--metric", default="real_time",
-                        help="the value compared: real_time (default) or a counter")
+    parser.add_argument("--metric", action="append", default=[],
+                        help="the value compared: real_time (default) or a counter; "
+                             "WORKLOAD_REGEX=COUNTER for the workloads it matches (repeatable)")
     parser.add_argument("--only", default=".", help="workloads to draw (a regex)")
+    parser.add_argument("--skip", default=None,
+                        help="benchmarks to leave out, as workload/peer (a regex), e.g. references "
+                             "that are not peers")
     parser.add_argument("--title", default="quell against its peers (peer time / quell time)")
     args = parser.parse_args()
+
+    default_metric, per_workload = "real_time", []
+    for m in args.metric:
+        if "=" in m:
+            per_workload.append(tuple(m.split("=", 1)))
+        else:
+            default_metric = m
+
+    def metric_of(workload):
+        return next((c for r, c in per_workload if re.search(r, workload)), default_metric)
 
     samples = collections.defaultdict(list)
     for path in args.files:
@@ -47,9 +61,12 @@ def main():
         for run in runs:
             if run.get("run_type", "iteration") != "iteration" or run.get("error_occurred"):
                 continue
-            value = run.get(args.metric)
+            workload, peer = base_name(run["name"])
+            value = run.get(metric_of(workload))
+            if args.skip and re.search(args.skip, f"{workload}/{peer}"):
+                continue
             if isinstance(value, (int, float)):
-                samples[base_name(run["name"])].append(float(value))
+                samples[(workload, peer)].append(float(value))
 
     workloads = collections.OrderedDict()
     for (workload, peer) in sorted(samples):
@@ -57,6 +74,7 @@ def main():
             workloads.setdefault(workload, []).append(peer)
 
     rows = []  # (workload, peer, ratio)
+    medians = []  # what the ratios are made of, printed at the end
     for workload, peers in workloads.items():
         base = "quell" if "quell" in peers else next((p for p in peers if p.startswith("quell")), None)
         if base is None:
@@ -65,7 +83,9 @@ def main():
         for peer in peers:
             if peer == base or peer.startswith("quell"):
                 continue
-            rows.append((workload, peer, statistics.median(samples[(workload, peer)]) / base_time))
+            peer_time = statistics.median(samples[(workload, peer)])
+            rows.append((workload, peer, peer_time / base_time))
+            medians.append((workload, base, base_time, peer, peer_time, len(samples[(workload, peer)])))
     if not rows:
         sys.exit("no workload with a quell baseline and a peer")
 
@@ -85,8 +105,9 @@ def main():
     ax.set_title(args.title, fontsize=10)
     fig.tight_layout()
     fig.savefig(args.output)
-    for w, p, r in rows:
-        print(f"{w:<24} {p:<24} {r:7.2f}")
+    print(f"{'workload':<20} {'quell':<12} {'median':>10} {'peer':<26} {'median':>10} {'n':>3} {'ratio':>6}")
+    for (w, b, bt, p, pt, n), (_, _, r) in zip(medians, rows):
+        print(f"{w:<20} {b:<12} {bt:10.4g} {p:<26} {pt:10.4g} {n:3d} {r:6.2f}")
 
 
 if __name__ == "__main__":
