@@ -301,7 +301,9 @@ TEST_P(Parallel, CancellingTheTokenFromAnotherThreadStopsTheLoopAfterEveryStarte
                               // No element from 1000 on ends before the stop, so the
                               // other runners cannot finish the loop first, however
                               // late the canceller runs (it would then rightly return).
-                              if (i >= 1000) EXPECT_TRUE(await_stop(token));
+                              if (i >= 1000) {
+                                EXPECT_TRUE(await_stop(token));
+                              }
                               if (token.cancelled() && token.reason() == CancelReason::requested) {
                                 saw_requested.fetch_add(1);
                               }
