@@ -69,28 +69,23 @@ using Clock = std::chrono::steady_clock;
 
 // ---- helpers ---------------------------------------------------------------
 
+// The name of the pool whose worker the calling thread is, set by the start
+// hook of config(); empty on any other thread. (Not the OS thread name: a
+// build without thread names has none.)
+thread_local std::string t_pool_name;
+
 ThreadPoolConfig config(std::size_t workers, const char* name,
                         ShutdownPolicy policy = ShutdownPolicy::drain) {
   ThreadPoolConfig c;
   c.thread_count = workers;
   c.thread_name = name;
   c.shutdown_policy = policy;
+  c.on_thread_start = [pool_name = std::string(name)](std::size_t) { t_pool_name = pool_name; };
   return c;
 }
 
-std::string thread_name() {
-  char buf[32] = {};
-  pthread_getname_np(pthread_self(), buf, sizeof buf);
-  return buf;
-}
-
-// Whether the calling thread is a worker of the pool named `pool_name`
-// (workers are named pool_name-N).
-bool on_pool(std::string_view pool_name) {
-  const std::string name = thread_name();
-  return name.size() > pool_name.size() && name.compare(0, pool_name.size(), pool_name) == 0 &&
-         name[pool_name.size()] == '-';
-}
+// Whether the calling thread is a worker of the pool named `pool_name`.
+bool on_pool(std::string_view pool_name) { return t_pool_name == pool_name; }
 
 // Yields until `done()` holds; false if the guard passed first.
 template <class Pred>

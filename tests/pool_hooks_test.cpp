@@ -228,6 +228,7 @@ TEST_P(PoolHooks, AStartHookCanNameItsThreadAndThePoolKeepsThatName) {
 }
 
 TEST_P(PoolHooks, WithoutANameOfItsOwnAStartHookSeesThePoolsName) {
+  if (!test::kThreadNames) GTEST_SKIP() << "built without thread names";
   ThreadPoolConfig config = config_of(workers(), "hkpool");
   std::vector<std::string> names(workers());  // each written by its worker's hook
   config.on_thread_start = [&names](std::size_t i) { names[i] = current_thread_name(); };

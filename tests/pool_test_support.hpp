@@ -28,6 +28,14 @@
 
 namespace quell::test {
 
+// Whether the library names its threads (-Dthread_names; the build passes
+// the library's QUELL_THREAD_NAMES to the tests). Tests that find a thread by
+// its name skip without.
+#ifndef QUELL_THREAD_NAMES
+#error "QUELL_THREAD_NAMES is not set: the tests are built with the library's platform flags"
+#endif
+inline constexpr bool kThreadNames = QUELL_THREAD_NAMES != 0;
+
 
 using namespace std::chrono_literals;
 

@@ -104,6 +104,7 @@ TEST_P(ThreadPoolP, ThreadCountIsTheNumberOfDistinctWorkerThreads) {
 }
 
 TEST_P(ThreadPoolP, WorkersAreNamedThreadNameDashIndex) {
+  if (!test::kThreadNames) GTEST_SKIP() << "built without thread names";
   ThreadPoolConfig config;
   config.thread_count = workers();
   config.thread_name = "tpx";
@@ -116,10 +117,20 @@ TEST_P(ThreadPoolP, WorkersAreNamedThreadNameDashIndex) {
 }
 
 TEST(ThreadPool, WorkersAreNamedQuellDashIndexByDefault) {
+  if (!test::kThreadNames) GTEST_SKIP() << "built without thread names";
   ThreadPool pool(2);
   const auto names = on_every_worker(pool, current_thread_name);
   EXPECT_EQ(std::set<std::string>(names.begin(), names.end()),
             (std::set<std::string>{"quell-0", "quell-1"}));
+}
+
+// -Dthread_names=disabled: the workers keep the name Linux gave them, their
+// creator's.
+TEST(ThreadPool, WithoutThreadNamesWorkersKeepTheirCreatorsName) {
+  if (test::kThreadNames) GTEST_SKIP() << "built with thread names";
+  const std::string creator = current_thread_name();
+  ThreadPool pool(2);
+  for (const std::string& name : on_every_worker(pool, current_thread_name)) EXPECT_EQ(name, creator);
 }
 
 // ---- submission forms ------------------------------------------------------------

@@ -62,7 +62,9 @@ struct ThreadPoolConfig {
   std::size_t thread_count = std::thread::hardware_concurrency();  // 0: std::invalid_argument
   std::size_t max_queue_size = 0;  // 0: unbounded; else submissions past it are rejected
   ShutdownPolicy shutdown_policy = ShutdownPolicy::drain;
-  std::string thread_name = "quell";  // workers are named thread_name-N
+  // Workers are named thread_name-N, the timer thread thread_name-timer
+  // (where the platform has pthread_setname_np, and -Dthread_names allows).
+  std::string thread_name = "quell";
 
   // Hooks (docs/thread-pool.md, "Hooks"). An empty one is never called. The
   // pool calls its own copy, from several workers at once: a hook must be
