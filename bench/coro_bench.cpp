@@ -6,6 +6,10 @@
 // coro_alloc (C3's allocation counts, C10's frame sizes), and prints every
 // figure against its target.
 //
+// One binary, three translation units, because Asio's combinators are slow
+// to compile: this one (C1-C6, C8, C11), coro_bench_when.cpp (C7, fan-out)
+// and coro_bench_c9.cpp (C9); the sizes they share are in coro_bench.hpp.
+//
 // Names are <workload>/<peer>. Every benchmark times itself (UseManualTime,
 // steady_clock), runs its workload once untimed first, and reports counters:
 //   C1_await           ns_per_await, ms_total (= C8's 10^7 loop)
@@ -36,29 +40,21 @@
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-#include <asio/experimental/deferred.hpp>
-#include <asio/experimental/parallel_group.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/thread_pool.hpp>
 #include <asio/use_future.hpp>
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <future>
-#include <memory>
-#include <stdexcept>
 #include <thread>
-#include <tuple>
 #include <utility>
-#include <variant>
 #include <vector>
 
+#include "coro_bench.hpp"
 #include "coro_workloads.hpp"
 #include "harness.hpp"
 #include "quell/coro.hpp"
@@ -72,26 +68,7 @@ using quell_bench::Clock;
 using quell_bench::median;
 using quell_bench::run_timed;
 using quell_bench::seconds_since;
-
-constexpr std::size_t kWorkers = 2;
-constexpr long kAwaits = 10'000'000;         // C1, C2, C8's loop
-constexpr std::size_t kSubmits = 1'000'000;  // C4
-constexpr long kHops = 1'000'000;            // C5
-constexpr int kLatencySamples = 200;         // C6
-constexpr int kWhenAnySamples = 10'000;      // C7, per iteration
-constexpr int kReady = 7;                    // C7: the ready child's value
-constexpr long kDepth = 1'000'000;           // C8
-constexpr int kFibChildren = 64;             // C9
-constexpr int kFibN = 22;                    // C9: each child's fib(n)
-constexpr int kFanout = 1'000;               // fanout: children per when_all
-constexpr int kFanouts = 100;                // fanout: when_alls per iteration
-constexpr int kAsioGroup = 50;               // fanout: Asio's children per group
-constexpr int kUnwindLevels = 10;            // C11
-constexpr int kUnwindChains = 20'000;        // C11, per iteration and depth
-
-void check(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(what);
-}
+using namespace quell_bench::coro;
 
 // ---- C1: co_await a child that co_returns at once, 10^7 times -------------
 
@@ -238,12 +215,6 @@ BENCHMARK(C5_hop_asio)->Name("C5_hop/asio")->UseManualTime()->Iterations(3);
 // Each sample lets the pool go idle first (1 ms), as it would be with every
 // root asleep; the main thread then spins until it sees the outcome.
 
-void report_percentiles(benchmark::State& state, std::vector<double> us) {
-  std::sort(us.begin(), us.end());
-  state.counters["us_median"] = median(us);
-  state.counters["us_p90"] = us[us.size() * 9 / 10];
-}
-
 void report_latencies(benchmark::State& state, const std::function<double()>& sample) {
   std::vector<double> us;
   sample();  // warm-up
@@ -376,114 +347,6 @@ BENCHMARK(C6_cancel_quell_submit_start)
     ->UseManualTime()
     ->Iterations(1);
 BENCHMARK(C6_cancel_asio)->Name("C6_cancel/asio")->UseManualTime()->Iterations(1);
-
-// ---- C7: when_any(a ready child, a child asleep for 1 h), end to end --------
-// A root coroutine times kWhenAnySamples co_awaits back to back, each from
-// before its children are made to after it resumed: the ready child wins,
-// and the sleeper is cancelled and joined (coro_workloads.hpp). quell:
-// `when_any(ready, sleeper)` as API.md states it; the sleeper first (it
-// starts inline and parks in its sleep, usually before the ready child
-// runs, so its cancellation withdraws a timer and posts it); and no_throw,
-// the sleeper in its as_result form (what the loser's OperationCancelled
-// costs). Asio on a strand of thread_pool(2): `ready() ||
-// timer.async_wait()` (awaitable_operators: a parallel_group of two
-// co_spawns, waiting for one success and cancelling the other), and the
-// timer first.
-
-using quell_bench::WhenAnyForm;
-
-// Returns the samples, in seconds. Aborts (through the root's get()) unless
-// the ready child won and every sleeper that started has ended.
-template <WhenAnyForm Form>
-quell::Task<std::vector<double>> quell_when_any_samples(int n) {
-  quell_bench::SleeperCounts sleepers;
-  std::vector<double> samples;
-  samples.reserve(n);
-  for (int i = 0; i < n; ++i) {
-    const auto start = Clock::now();
-    const auto winner = co_await quell_bench::quell_when_any<Form>(&sleepers, kReady);
-    samples.push_back(seconds_since(start));
-    check(quell_bench::ready_value<Form>(winner) == kReady, "when_any: the ready child did not win");
-    check(sleepers.started == sleepers.ended, "when_any resumed before its loser ended");
-  }
-  co_return samples;
-}
-
-asio::awaitable<std::vector<double>> asio_when_any_samples(int n, bool timer_first) {
-  using namespace asio::experimental::awaitable_operators;
-  const auto executor = co_await asio::this_coro::executor;
-  std::vector<double> samples;
-  samples.reserve(n);
-  for (int i = 0; i < n; ++i) {
-    const auto start = Clock::now();
-    asio::steady_timer timer(executor, 1h);
-    int value = 0;
-    if (timer_first) {
-      const auto winner =
-          co_await (timer.async_wait(asio::use_awaitable) || quell_bench::asio_child(kReady));
-      value = winner.index() == 1 ? std::get<1>(winner) : -1;
-    } else {
-      const auto winner =
-          co_await (quell_bench::asio_child(kReady) || timer.async_wait(asio::use_awaitable));
-      value = winner.index() == 0 ? std::get<0>(winner) : -1;
-    }
-    samples.push_back(seconds_since(start));
-    check(value == kReady, "||: the ready child did not win");
-  }
-  co_return samples;
-}
-
-// Runs `batch` (which returns samples in seconds) untimed, then once per
-// iteration: us_median and us_p90 over every sample.
-template <class Batch>
-void report_batch_latencies(benchmark::State& state, Batch batch) {
-  batch();  // warm-up
-  std::vector<double> us;
-  for (auto _ : state) {
-    double total = 0;
-    for (const double s : batch()) {
-      total += s;
-      us.push_back(s * 1e6);
-    }
-    state.SetIterationTime(total);
-  }
-  report_percentiles(state, std::move(us));
-}
-
-template <WhenAnyForm Form>
-void C7_when_any_quell(benchmark::State& state) {
-  quell::ThreadPool pool(kWorkers);
-  report_batch_latencies(
-      state, [&] { return pool.submit(quell_when_any_samples<Form>(kWhenAnySamples)).get(); });
-}
-template <bool TimerFirst>
-void C7_when_any_asio(benchmark::State& state) {
-  asio::thread_pool pool(kWorkers);
-  report_batch_latencies(state, [&] {
-    return asio::co_spawn(asio::make_strand(pool),
-                          asio_when_any_samples(kWhenAnySamples, TimerFirst), asio::use_future)
-        .get();
-  });
-  pool.join();
-}
-BENCHMARK(C7_when_any_quell<WhenAnyForm::ready_first>)
-    ->Name("C7_when_any/quell")
-    ->UseManualTime()
-    ->Iterations(3);
-BENCHMARK(C7_when_any_quell<WhenAnyForm::sleeper_first>)
-    ->Name("C7_when_any/quell_sleeper_first")
-    ->UseManualTime()
-    ->Iterations(3);
-BENCHMARK(C7_when_any_quell<WhenAnyForm::no_throw>)
-    ->Name("C7_when_any/quell_no_throw")
-    ->UseManualTime()
-    ->Iterations(3);
-BENCHMARK(C7_when_any_asio<false>)->Name("C7_when_any/asio")->UseManualTime()->Iterations(3);
-BENCHMARK(C7_when_any_asio<true>)
-    ->Name("C7_when_any/asio_timer_first")
-    ->UseManualTime()
-    ->Iterations(3);
-
 // ---- C8: recursion 10^6 deep (the 10^7 loop is C1's ms_total) -------------
 
 template <class Recurse>
@@ -509,164 +372,6 @@ void C8_recursion_asio(benchmark::State& state) {
 BENCHMARK(C8_recursion_quell)->Name("C8_recursion/quell")->UseManualTime()->Iterations(3);
 BENCHMARK(C8_recursion_floor)->Name("C8_recursion/floor")->UseManualTime()->Iterations(3);
 BENCHMARK(C8_recursion_asio)->Name("C8_recursion/asio")->UseManualTime()->Iterations(3);
-
-// ---- C9: when_all of 64 children, each computing fib(22) --------------------
-// Each child computes fib(kFibN) by plain recursion, inside one coroutine
-// (fib.hpp's fork-join fib would pull in TBB). The parallel form against the
-// same children awaited in turn, paired in one process as C2: each
-// iteration runs both, alternating which goes first; speedup is the median
-// of the per-pair ratios. Each form is timed inside its root coroutine, from
-// before its children are made to after their values are summed (so the
-// root's own start and the main thread's wake-up are not in it, the idle
-// second worker's wake-up is). quell: `when_all` over a
-// std::vector<Task<int>>.
-// Asio on thread_pool(2), the parent on a strand: a parallel_group of 64
-// co_spawned children, wait_for_all (Asio 1.22's group is variadic: a group
-// over a range came in a later release). co_spawn enters its coroutine
-// through dispatch(), which on a pool thread runs it inline, so that group,
-// its children on the parent's strand, runs them one after another on the
-// parent's thread; asio_group_posted's children are spawned on the pool
-// itself and first post themselves to it, so they run in parallel (their
-// completions reach the group from either thread, which its atomics allow).
-
-constexpr int fib_recursive(int n) {
-  return n < 2 ? n : fib_recursive(n - 1) + fib_recursive(n - 2);
-}
-constexpr long kFibSum = static_cast<long>(kFibChildren) * fib_recursive(kFibN);
-
-quell::Task<int> quell_fib_child(int n) {
-  benchmark::DoNotOptimize(n);  // computed here, not at compile time
-  co_return fib_recursive(n);
-}
-struct TimedSum {
-  long sum;
-  double seconds;
-};
-
-quell::Task<TimedSum> quell_fib_when_all() {
-  const auto start = Clock::now();
-  std::vector<quell::Task<int>> children;
-  children.reserve(kFibChildren);
-  for (int i = 0; i < kFibChildren; ++i) children.push_back(quell_fib_child(kFibN));
-  const std::vector<int> values = co_await quell::when_all(std::move(children));
-  long sum = 0;
-  for (const int value : values) sum += value;
-  co_return TimedSum{sum, seconds_since(start)};
-}
-quell::Task<TimedSum> quell_fib_in_turn() {
-  const auto start = Clock::now();
-  long sum = 0;
-  for (int i = 0; i < kFibChildren; ++i) sum += co_await quell_fib_child(kFibN);
-  co_return TimedSum{sum, seconds_since(start)};
-}
-
-// Posted: the child first posts itself to the pool.
-asio::awaitable<int> asio_fib_child(int n, bool posted) {
-  if (posted) {
-    const auto executor = co_await asio::this_coro::executor;
-    co_await asio::post(executor, asio::use_awaitable);
-  }
-  benchmark::DoNotOptimize(n);
-  co_return fib_recursive(n);
-}
-asio::awaitable<TimedSum> asio_fib_in_turn() {
-  const auto start = Clock::now();
-  long sum = 0;
-  for (int i = 0; i < kFibChildren; ++i) sum += co_await asio_fib_child(kFibN, false);
-  co_return TimedSum{sum, seconds_since(start)};
-}
-// One type for both groups: a 64-way group is slow to compile.
-struct AsioFibChild {
-  bool posted;
-  asio::awaitable<int> operator()() const { return asio_fib_child(kFibN, posted); }
-};
-
-// A parallel_group of N children (`child()` returns an awaitable of an
-// arithmetic value), each co_spawned on `executor`, waited for all; the sum
-// of their values. Aborts if a child failed.
-template <std::size_t N, class Child>
-asio::awaitable<long> asio_group_sum(asio::any_io_executor executor, Child child) {
-  const auto results = co_await [&]<std::size_t... I>(std::index_sequence<I...>) {
-    return asio::experimental::make_parallel_group(
-               (static_cast<void>(I),
-                asio::co_spawn(executor, child(), asio::experimental::deferred))...)
-        .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  }(std::make_index_sequence<N>());
-  // results: the completion order, then each child's exception_ptr and value.
-  co_return [&]<std::size_t... I>(std::index_sequence<I...>) {
-    check(((std::get<1 + 2 * I>(results) == nullptr) && ...), "a group's child failed");
-    return (0L + ... + static_cast<long>(std::get<2 + 2 * I>(results)));
-  }(std::make_index_sequence<N>());
-}
-
-// The group of asio_group_posted (Posted) or asio_parallel_group, timed.
-asio::awaitable<TimedSum> asio_fib_group(asio::any_io_executor children, bool posted) {
-  const auto start = Clock::now();
-  const long sum = co_await asio_group_sum<kFibChildren>(children, AsioFibChild{posted});
-  co_return TimedSum{sum, seconds_since(start)};
-}
-
-template <class Parallel, class InTurn>
-void run_fib_pairs(benchmark::State& state, Parallel parallel, InTurn in_turn) {
-  const auto once = [](auto& run) {
-    const TimedSum timed = run();
-    check(timed.sum == kFibSum, "wrong fib sum");
-    return timed.seconds;
-  };
-  once(parallel);
-  once(in_turn);
-  std::vector<double> ratios;
-  double parallel_total = 0, in_turn_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    double p, t;
-    if (pair++ % 2 == 1) {
-      t = once(in_turn);
-      p = once(parallel);
-    } else {
-      p = once(parallel);
-      t = once(in_turn);
-    }
-    state.SetIterationTime(p + t);
-    parallel_total += p;
-    in_turn_total += t;
-    ratios.push_back(t / p);
-  }
-  const double iterations = static_cast<double>(state.iterations());
-  state.counters["ms_parallel"] = parallel_total * 1e3 / iterations;
-  state.counters["ms_in_turn"] = in_turn_total * 1e3 / iterations;
-  state.counters["speedup"] = median(ratios);
-}
-
-void C9_when_all_quell(benchmark::State& state) {
-  quell::ThreadPool pool(kWorkers);
-  run_fib_pairs(
-      state, [&] { return pool.submit(quell_fib_when_all()).get(); },
-      [&] { return pool.submit(quell_fib_in_turn()).get(); });
-}
-template <bool Posted>
-void C9_when_all_asio(benchmark::State& state) {
-  asio::thread_pool pool(kWorkers);
-  const auto strand = asio::make_strand(pool);
-  const asio::any_io_executor children =
-      Posted ? asio::any_io_executor(pool.get_executor()) : asio::any_io_executor(strand);
-  run_fib_pairs(
-      state,
-      [&] {
-        return asio::co_spawn(strand, asio_fib_group(children, Posted), asio::use_future).get();
-      },
-      [&] { return asio::co_spawn(strand, asio_fib_in_turn(), asio::use_future).get(); });
-  pool.join();
-}
-BENCHMARK(C9_when_all_quell)->Name("C9_when_all/quell")->UseManualTime()->Iterations(20);
-BENCHMARK(C9_when_all_asio<false>)
-    ->Name("C9_when_all/asio_parallel_group")
-    ->UseManualTime()
-    ->Iterations(20);
-BENCHMARK(C9_when_all_asio<true>)
-    ->Name("C9_when_all/asio_group_posted")
-    ->UseManualTime()
-    ->Iterations(20);
 
 // ---- C11: a cancelled chain unwinding, per level ---------------------------
 // Chains kUnwindLevels deep and chains 0 deep (the leaf alone, same set-up),
@@ -699,69 +404,6 @@ void C11_unwind(benchmark::State& state) {
 }
 BENCHMARK(C11_unwind<true>)->Name("C11_unwind/quell_as_result")->UseManualTime()->Iterations(5);
 BENCHMARK(C11_unwind<false>)->Name("C11_unwind/quell_throw")->UseManualTime()->Iterations(5);
-
-// ---- fanout: when_all of 1,000 children that co_return at once --------------
-// kFanouts fan-outs in one root per iteration, the children made, started,
-// joined and their values summed; ns per child. quell: `when_all` over a
-// std::vector<Task<int>>. Asio on a strand of thread_pool(2):
-// parallel_groups of co_spawned children, wait_for_all. Asio 1.22's group is
-// variadic only (and slow to compile past a few dozen), so each fan-out is
-// kFanout / kAsioGroup groups of kAsioGroup children, awaited in turn. (Not
-// a group of groups: on the strand, an inner group's completion resumes the
-// outer parent inline while Asio's co_spawn is still on the stack, and the
-// process crashes in co_spawn_entry_point; on the bare pool TSan reports
-// the race of asio#1630. Asio runs these children inline on the parent's
-// thread either way, so awaiting the groups in turn changes little.)
-
-static_assert(kFanout % kAsioGroup == 0);
-
-quell::Task<long> quell_fanouts(int rounds) {
-  long sum = 0;
-  for (int r = 0; r < rounds; ++r) {
-    std::vector<quell::Task<int>> children;
-    children.reserve(kFanout);
-    for (int i = 0; i < kFanout; ++i) children.push_back(quell_bench::quell_child(1));
-    const std::vector<int> values = co_await quell::when_all(std::move(children));
-    for (const int value : values) sum += value;
-  }
-  co_return sum;
-}
-
-asio::awaitable<long> asio_fanouts(int rounds) {
-  const asio::any_io_executor executor = co_await asio::this_coro::executor;
-  long sum = 0;
-  for (int r = 0; r < rounds; ++r) {
-    for (int g = 0; g < kFanout / kAsioGroup; ++g) {
-      sum +=
-          co_await asio_group_sum<kAsioGroup>(executor, [] { return quell_bench::asio_child(1); });
-    }
-  }
-  co_return sum;
-}
-
-template <class Fanouts>
-void run_fanouts(benchmark::State& state, Fanouts fanouts) {
-  run_timed(state, static_cast<std::size_t>(kFanouts) * kFanout, "ns_per_child", [&] {
-    const auto start = Clock::now();
-    const long sum = fanouts();
-    const double s = seconds_since(start);
-    check(sum == static_cast<long>(kFanouts) * kFanout, "wrong fan-out sum");
-    return s;
-  });
-}
-void fanout_quell(benchmark::State& state) {
-  quell::ThreadPool pool(kWorkers);
-  run_fanouts(state, [&] { return pool.submit(quell_fanouts(kFanouts)).get(); });
-}
-void fanout_asio(benchmark::State& state) {
-  asio::thread_pool pool(kWorkers);
-  run_fanouts(state, [&] {
-    return asio::co_spawn(asio::make_strand(pool), asio_fanouts(kFanouts), asio::use_future).get();
-  });
-  pool.join();
-}
-BENCHMARK(fanout_quell)->Name("fanout/quell")->UseManualTime()->Iterations(5);
-BENCHMARK(fanout_asio)->Name("fanout/asio_parallel_group")->UseManualTime()->Iterations(5);
 
 }  // namespace
 
