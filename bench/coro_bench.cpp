@@ -63,12 +63,7 @@
 
 namespace {
 
-using namespace std::chrono_literals;
-using quell_bench::Clock;
-using quell_bench::median;
-using quell_bench::run_timed;
-using quell_bench::seconds_since;
-using namespace quell_bench::coro;
+using namespace quell_bench::coro;  // sizes, checks, the harness (coro_bench.hpp)
 
 // ---- C1: co_await a child that co_returns at once, 10^7 times -------------
 

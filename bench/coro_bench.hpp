@@ -8,6 +8,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <stdexcept>
 #include <utility>
@@ -16,6 +17,13 @@
 #include "harness.hpp"
 
 namespace quell_bench::coro {
+
+// What every part uses, for its `using namespace quell_bench::coro`.
+using namespace std::chrono_literals;
+using quell_bench::Clock;
+using quell_bench::median;
+using quell_bench::run_timed;
+using quell_bench::seconds_since;
 
 inline constexpr std::size_t kWorkers = 2;
 inline constexpr long kAwaits = 10'000'000;         // C1, C2, C8's loop

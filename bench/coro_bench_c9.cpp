@@ -25,13 +25,7 @@
 
 namespace {
 
-using namespace std::chrono_literals;
-using quell_bench::Clock;
-using quell_bench::median;
-using quell_bench::run_timed;
-using quell_bench::seconds_since;
-using namespace quell_bench::coro;
-
+using namespace quell_bench::coro;  // sizes, checks, the harness (coro_bench.hpp)
 
 // ---- C9: when_all of 64 children, each computing fib(22) --------------------
 // Each child computes fib(kFibN) by plain recursion, inside one coroutine

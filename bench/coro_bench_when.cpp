@@ -26,12 +26,7 @@
 
 namespace {
 
-using namespace std::chrono_literals;
-using quell_bench::Clock;
-using quell_bench::median;
-using quell_bench::run_timed;
-using quell_bench::seconds_since;
-using namespace quell_bench::coro;
+using namespace quell_bench::coro;  // sizes, checks, the harness (coro_bench.hpp)
 
 // ---- C7: when_any(a ready child, a child asleep for 1 h), end to end --------
 // A root coroutine times kWhenAnySamples co_awaits back to back, each from
