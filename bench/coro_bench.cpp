@@ -108,21 +108,10 @@ void C2_cancellable_quell(benchmark::State& state) {
     check(sum == kAwaits * (kAwaits - 1) / 2, "wrong sum");
     return s;
   };
-  once({});
-  once(cancellable);
+  const auto pairs = run_alternating(state, [&] { return once({}); }, [&] { return once(cancellable); });
   std::vector<double> diffs;
   double plain_total = 0, cancellable_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    double plain, other;
-    if (pair++ % 2 == 1) {
-      other = once(cancellable);
-      plain = once({});
-    } else {
-      plain = once({});
-      other = once(cancellable);
-    }
-    state.SetIterationTime(plain + other);
+  for (const auto& [plain, other] : pairs) {
     plain_total += plain;
     cancellable_total += other;
     diffs.push_back(other - plain);

@@ -22,6 +22,7 @@ namespace quell_bench::coro {
 using namespace std::chrono_literals;
 using quell_bench::Clock;
 using quell_bench::median;
+using quell_bench::run_alternating;
 using quell_bench::run_timed;
 using quell_bench::seconds_since;
 

@@ -112,21 +112,10 @@ void run_fib_pairs(benchmark::State& state, Parallel parallel, InTurn in_turn) {
     check(timed.sum == kFibSum, "wrong fib sum");
     return timed.seconds;
   };
-  once(parallel);
-  once(in_turn);
+  const auto pairs = run_alternating(state, [&] { return once(parallel); }, [&] { return once(in_turn); });
   std::vector<double> ratios;
   double parallel_total = 0, in_turn_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    double p, t;
-    if (pair++ % 2 == 1) {
-      t = once(in_turn);
-      p = once(parallel);
-    } else {
-      p = once(parallel);
-      t = once(in_turn);
-    }
-    state.SetIterationTime(p + t);
+  for (const auto& [p, t] : pairs) {
     parallel_total += p;
     in_turn_total += t;
     ratios.push_back(t / p);

@@ -13,8 +13,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "quell/task_options.hpp"
@@ -50,6 +52,31 @@ inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n == 0 ? 0 : (n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2);
+}
+
+// Two workloads compared in one process: a() and b() once each untimed, then
+// once each per iteration, alternating which goes first, so that neither
+// always runs on the machine the other left. The iteration's time is
+// seconds(a's sample) + seconds(b's sample). Returns every pair's samples.
+template <class A, class B, class Seconds = std::identity>
+auto run_alternating(benchmark::State& state, A&& a, B&& b, Seconds seconds = {}) {
+  using Sample = decltype(a());
+  a();
+  b();
+  std::vector<std::pair<Sample, Sample>> pairs;
+  for (auto _ : state) {
+    Sample first{}, second{};
+    if (pairs.size() % 2 == 1) {
+      second = b();
+      first = a();
+    } else {
+      first = a();
+      second = b();
+    }
+    state.SetIterationTime(seconds(first) + seconds(second));
+    pairs.emplace_back(first, second);
+  }
+  return pairs;
 }
 
 // ---- a submission option's cost (W6 a token, T2 a deadline) ---------------
@@ -100,21 +127,13 @@ inline void run_paired_batches(benchmark::State& state, std::size_t workers,
   quell::ThreadPool pool(workers);
   std::vector<quell::Future<void>> futures;
   futures.reserve(count);
-  submit_batch(pool, without, count, futures);  // warm-up, both ways
-  submit_batch(pool, with, count, futures);
+  const auto samples = run_alternating(
+      state, [&] { return submit_batch(pool, without, count, futures); },
+      [&] { return submit_batch(pool, with, count, futures); },
+      [](const BatchTime& t) { return t.total; });
   std::vector<double> total_diff, submit_diff;
   double plain_total = 0, with_total = 0;
-  std::size_t pair = 0;
-  for (auto _ : state) {
-    BatchTime plain, other;
-    if (pair++ % 2 == 1) {
-      other = submit_batch(pool, with, count, futures);
-      plain = submit_batch(pool, without, count, futures);
-    } else {
-      plain = submit_batch(pool, without, count, futures);
-      other = submit_batch(pool, with, count, futures);
-    }
-    state.SetIterationTime(plain.total + other.total);
+  for (const auto& [plain, other] : samples) {
     plain_total += plain.total;
     with_total += other.total;
     total_diff.push_back(other.total - plain.total);
